@@ -1,0 +1,1 @@
+"""vmha: VM high availability for libvirt/KVM compute hosts."""

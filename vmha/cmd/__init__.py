@@ -1,0 +1,13 @@
+"""Console entry points.  Only this package reads configuration globally."""
+
+
+def select_backend(name):
+    """Commit the process to a concurrency backend, before anything imports
+    oslo_messaging (which would pick oslo.service's eventlet backend)."""
+    from oslo_service import backend
+    if name == 'eventlet':
+        import eventlet
+        eventlet.monkey_patch()
+        backend.init_backend(backend.BackendType.EVENTLET)
+    else:
+        backend.init_backend(backend.BackendType.THREADING)

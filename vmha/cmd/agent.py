@@ -1,0 +1,73 @@
+"""vmha-agent: watch every domain on this host and report failures.
+
+``vmha-agent --demo`` runs a short scenario on libvirt's daemon-less
+``test:///default`` driver and prints every event it dispatches.
+"""
+
+import sys
+
+from oslo_config import cfg
+from oslo_log import log
+
+import vmha.conf
+from vmha import cmd
+
+cli_opts = [
+    cfg.BoolOpt('demo',
+                default=False,
+                help='Run the built-in scenario on test:///default, print '
+                     'each dispatched event, and exit.'),
+]
+
+
+def parse_config(argv, prog='vmha-agent'):
+    """A validated ConfigOpts; raises ConfigError/cfg.Error on bad input."""
+    conf = cfg.ConfigOpts()
+    vmha.conf.register_opts(conf)
+    conf.register_cli_opts(cli_opts)
+    log.register_options(conf)
+    conf(argv, project='vmha', prog=prog)
+    if conf.demo:
+        # Explicit settings still win: these only change defaults.
+        conf.set_default('connection_uri', 'test:///default', group='libvirt')
+        conf.set_default('stopped_delay', 1.0, group='events')
+    vmha.conf.validate(conf)
+    return conf
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        conf = parse_config(argv)
+    except (cfg.Error, vmha.conf.ConfigError) as error:
+        sys.stderr.write('vmha-agent: configuration error: %s\n' % error)
+        return 2
+    cmd.select_backend(conf.concurrency_backend)
+    log.setup(conf, 'vmha')
+
+    from vmha.manager import service
+    from vmha.virt import exception
+    from vmha.virt.libvirt import driver as libvirt_driver
+
+    driver = libvirt_driver.LibvirtDriver.from_conf(conf)
+    if conf.demo:
+        from vmha import demo
+        try:
+            return demo.run(driver, conf.events.stopped_delay)
+        except exception.ConnectionFailed as error:
+            sys.stderr.write('vmha-agent: cannot connect to %s: %s\n'
+                             % (conf.libvirt.connection_uri, error))
+            return 1
+    agent = service.AgentService(driver, conf.host)
+    try:
+        agent.start()
+    except exception.ConnectionFailed as error:
+        sys.stderr.write('vmha-agent: cannot connect to %s: %s\n'
+                         % (conf.libvirt.connection_uri, error))
+        return 1
+    agent.wait()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

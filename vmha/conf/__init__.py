@@ -1,0 +1,44 @@
+"""vmha's configuration options, one module per group.
+
+``register_opts(conf)`` registers every group on a ``ConfigOpts``;
+``validate(conf)`` reads every option once so that a bad value fails at
+start-up with one readable line instead of later, mid-run.
+"""
+
+from oslo_config import cfg
+
+from vmha.conf import default
+from vmha.conf import events
+from vmha.conf import libvirt
+
+_MODULES = (default, libvirt, events)
+
+
+def register_opts(conf):
+    for module in _MODULES:
+        module.register_opts(conf)
+
+
+def list_opts():
+    """(group, options) pairs for every vmha option."""
+    pairs = []
+    for module in _MODULES:
+        pairs.extend(module.list_opts().items())
+    return pairs
+
+
+def validate(conf):
+    """Read every vmha option; raise ConfigError with a readable message."""
+    for group, opts in list_opts():
+        name = group if isinstance(group, str) else group.name
+        section = conf if name == 'DEFAULT' else conf[name]
+        for opt in opts:
+            try:
+                section[opt.dest]
+            except (ValueError, cfg.Error) as error:
+                raise ConfigError(
+                    'invalid value for [%s] %s: %s' % (name, opt.name, error))
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used."""

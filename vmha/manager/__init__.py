@@ -1,0 +1,1 @@
+"""Policy: services and monitors that turn events into decisions."""

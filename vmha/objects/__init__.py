@@ -1,0 +1,1 @@
+"""Versioned objects and notification payloads (see the notifications issue)."""

@@ -1,0 +1,1 @@
+"""Hypervisor-facing code: no policy, no messaging, no database."""

@@ -1,0 +1,76 @@
+"""The virt driver API the manager programs against.
+
+A driver turns hypervisor callbacks into ``vmha.virt.event`` objects and
+hands them to every registered listener, and answers the few questions the
+monitors ask: which domains exist and in what state, and what a guest agent
+says.  It knows nothing of policy, messaging or the journal.
+"""
+
+import abc
+import collections
+import logging
+
+LOG = logging.getLogger(__name__)
+
+InstanceInfo = collections.namedtuple(
+    'InstanceInfo', ['uuid', 'name', 'power_state', 'state_reason'])
+InstanceInfo.__doc__ = """One domain as the hypervisor sees it now.
+
+``power_state`` is a ``vmha.virt.power_state`` value; ``state_reason`` a
+readable libvirt state and reason such as 'SHUTOFF_CRASHED'.
+"""
+
+
+class VirtDriver(metaclass=abc.ABCMeta):
+    """Listener registry plus the calls vmha makes on a hypervisor."""
+
+    def __init__(self):
+        self._listeners = []
+
+    def register_event_listener(self, callback):
+        """Call ``callback(event)`` for every event, in arrival order.
+
+        Listeners run on the dispatcher (a greenthread or a thread,
+        depending on the concurrency backend): they must not block.
+        """
+        self._listeners.append(callback)
+
+    def emit_event(self, event):
+        """Hand ``event`` to every listener.
+
+        A listener that raises is logged with the domain and never keeps
+        the event from the listeners after it.
+        """
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                LOG.exception('Event listener %r failed on %s (domain %s); '
+                              'other listeners still get it',
+                              listener, event.describe(),
+                              getattr(event, 'uuid', '-'))
+
+    @abc.abstractmethod
+    def init_host(self):
+        """Connect and start delivering events.  Raises ConnectionFailed."""
+
+    @abc.abstractmethod
+    def cleanup(self):
+        """Stop delivering events and close the connection."""
+
+    @abc.abstractmethod
+    def list_instances(self):
+        """Every domain with its power state: a list of InstanceInfo."""
+
+    @abc.abstractmethod
+    def get_instance_info(self, uuid):
+        """One domain's InstanceInfo.  Raises DomainNotFound."""
+
+    @abc.abstractmethod
+    def guest_agent_command(self, uuid, command, timeout):
+        """Send ``command`` (a dict) to the guest agent, return its reply.
+
+        Blocks up to ``timeout`` seconds: callers on the eventlet backend
+        run it off the hub.  Raises NotSupported, AgentError,
+        AgentTimeout or DomainNotFound.
+        """

@@ -1,0 +1,1 @@
+"""The libvirt virt driver.  Only ``api`` imports the libvirt binding."""

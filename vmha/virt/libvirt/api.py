@@ -1,0 +1,214 @@
+"""The only module of vmha that imports libvirt.
+
+Everything else talks to the narrow interface below, which lists just the
+calls vmha makes: the default event loop, opening a connection, event and
+close callbacks, keepalive, listing and looking up domains, domain state
+and guest-agent commands, and (for the demo and the benchmark) creating and
+driving domains on ``test:///default``.  Tests pass their own fake libvirt
+module (``tests/fixtures/fakelibvirt.py``) that implements the same calls.
+
+libvirt errors are translated into ``vmha.virt.exception`` types here, so
+no caller ever catches ``libvirt.libvirtError``.
+"""
+
+import json
+
+from vmha.virt import exception
+
+try:
+    import libvirt
+    import libvirt_qemu
+except ImportError:  # pragma: no cover - depends on the host
+    libvirt = None
+    libvirt_qemu = None
+
+# virErrorNumber values the translation cares about (stable ABI).
+_ERR_NO_SUPPORT = 3
+_ERR_NO_DOMAIN = 42
+_ERR_OPERATION_TIMEOUT = 68
+_ERR_AGENT_UNRESPONSIVE = 86
+
+
+def _translate(error, default=exception.HypervisorError):
+    code = error.get_error_code()
+    message = error.get_error_message() or str(error)
+    if code == _ERR_NO_SUPPORT:
+        return exception.NotSupported(message, code)
+    if code == _ERR_NO_DOMAIN:
+        return exception.DomainNotFound(message, code)
+    return default(message, code)
+
+
+class LibvirtAPI:
+    """The libvirt module, reduced to what vmha uses.
+
+    :param module: the libvirt module (default: the real one)
+    :param qemu_module: the libvirt_qemu module (default: the real one)
+    """
+
+    def __init__(self, module=None, qemu_module=None):
+        self._lv = module if module is not None else libvirt
+        self._qemu = qemu_module if qemu_module is not None else libvirt_qemu
+        if self._lv is None:
+            raise exception.ConnectionFailed(
+                'the libvirt Python binding is not installed '
+                '(pip install libvirt-python)')
+
+    def register_default_event_impl(self):
+        """Must run before the first connection is opened."""
+        # libvirt prints every error to stderr unless a handler is set;
+        # vmha logs the errors it gets as exceptions instead.
+        self._lv.registerErrorHandler(_ignore_error, None)
+        self._lv.virEventRegisterDefaultImpl()
+
+    def run_event_loop_once(self):
+        """One iteration of libvirt's default event loop (blocks)."""
+        self._lv.virEventRunDefaultImpl()
+
+    def open(self, uri):
+        """Open a read-write connection.  Raises ConnectionFailed."""
+        try:
+            conn = self._lv.open(uri)
+        except self._lv.libvirtError as error:
+            raise _translate(error, exception.ConnectionFailed)
+        if conn is None:  # old bindings returned None instead of raising
+            raise exception.ConnectionFailed('cannot open %s' % uri)
+        return Connection(self, conn)
+
+
+def _ignore_error(context, error):
+    pass
+
+
+class Connection:
+    """One libvirt connection."""
+
+    def __init__(self, api, conn):
+        self._api = api
+        self._lv = api._lv
+        self._conn = conn
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except self._lv.libvirtError as error:
+            raise _translate(error)
+
+    def register_domain_event(self, event_id, sink):
+        """Call ``sink(event_id, uuid, name, args)`` for each event.
+
+        ``args`` are the callback's arguments after the domain (the opaque
+        argument removed).  The sink runs on libvirt's event-loop thread.
+        Returns a handle for ``deregister_domain_event``.
+        """
+        def callback(conn, dom, *args):
+            sink(event_id, dom.UUIDString(), dom.name(), args[:-1])
+        return self._call(self._conn.domainEventRegisterAny, None, event_id,
+                          callback, None)
+
+    def deregister_domain_event(self, handle):
+        self._call(self._conn.domainEventDeregisterAny, handle)
+
+    def register_close_callback(self, callback):
+        """Call ``callback(reason_code)`` when the connection closes."""
+        def on_close(conn, reason, opaque):
+            callback(reason)
+        self._call(self._conn.registerCloseCallback, on_close, None)
+
+    def unregister_close_callback(self):
+        self._call(self._conn.unregisterCloseCallback)
+
+    def set_keepalive(self, interval, count):
+        """Raises NotSupported where the driver has no keepalive."""
+        self._call(self._conn.setKeepAlive, interval, count)
+
+    def is_alive(self):
+        try:
+            return bool(self._conn.isAlive())
+        except self._lv.libvirtError:
+            return False
+
+    def close(self):
+        try:
+            self._conn.close()
+        except self._lv.libvirtError:
+            pass  # closing a dead connection: nothing left to lose
+
+    def uri(self):
+        return self._call(self._conn.getURI)
+
+    def list_domains(self):
+        return [Domain(self, dom)
+                for dom in self._call(self._conn.listAllDomains, 0)]
+
+    def lookup(self, uuid):
+        return Domain(self, self._call(self._conn.lookupByUUIDString, uuid))
+
+    # Scenario calls: the demo and the benchmark drive test:///default.
+    def create_domain(self, xml):
+        """Create and start a transient domain."""
+        return Domain(self, self._call(self._conn.createXML, xml, 0))
+
+    def define_domain(self, xml):
+        return Domain(self, self._call(self._conn.defineXML, xml))
+
+
+class Domain:
+    """One libvirt domain."""
+
+    def __init__(self, connection, dom):
+        self._connection = connection
+        self._dom = dom
+        self.uuid = dom.UUIDString()
+        self.name = dom.name()
+
+    def _call(self, method, *args):
+        return self._connection._call(method, *args)
+
+    def state(self):
+        """(state, reason) as libvirt numbers."""
+        state, reason = self._call(self._dom.state, 0)
+        return state, reason
+
+    def xml(self):
+        return self._call(self._dom.XMLDesc, 0)
+
+    def agent_command(self, command, timeout):
+        """Send a guest-agent command (a dict); return the decoded reply."""
+        api = self._connection._api
+        try:
+            reply = api._qemu.qemuAgentCommand(
+                self._dom, json.dumps(command), int(timeout), 0)
+        except self._connection._lv.libvirtError as error:
+            code = error.get_error_code()
+            message = error.get_error_message() or str(error)
+            if code in (_ERR_NO_SUPPORT, _ERR_NO_DOMAIN):
+                raise _translate(error)
+            if code in (_ERR_OPERATION_TIMEOUT, _ERR_AGENT_UNRESPONSIVE):
+                raise exception.AgentTimeout(message, code)
+            raise exception.AgentError(message, code)
+        try:
+            return json.loads(reply)
+        except (TypeError, ValueError):
+            raise exception.AgentError(
+                'guest agent of %s sent a reply that is not JSON: %.200r'
+                % (self.uuid, reply))
+
+    # Scenario calls.
+    def start(self):
+        self._call(self._dom.create)
+
+    def suspend(self):
+        self._call(self._dom.suspend)
+
+    def resume(self):
+        self._call(self._dom.resume)
+
+    def shutdown(self):
+        self._call(self._dom.shutdown)
+
+    def destroy(self):
+        self._call(self._dom.destroy)
+
+    def undefine(self):
+        self._call(self._dom.undefine)

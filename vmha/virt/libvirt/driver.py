@@ -1,0 +1,109 @@
+"""The libvirt implementation of ``vmha.virt.driver.VirtDriver``."""
+
+import logging
+
+from vmha.virt import driver
+from vmha.virt import exception
+from vmha.virt import power_state
+from vmha.virt.libvirt import api as libvirt_api
+from vmha.virt.libvirt import event_handler
+from vmha.virt.libvirt import host as libvirt_host
+
+LOG = logging.getLogger(__name__)
+
+# virDomainState -> (power state, readable name), and reasons per state.
+_STATES = {
+    0: (power_state.NOSTATE, 'NOSTATE'),
+    1: (power_state.RUNNING, 'RUNNING'),
+    2: (power_state.RUNNING, 'BLOCKED'),
+    3: (power_state.PAUSED, 'PAUSED'),
+    4: (power_state.RUNNING, 'SHUTDOWN'),  # shutting down, still running
+    5: (power_state.SHUTDOWN, 'SHUTOFF'),
+    6: (power_state.CRASHED, 'CRASHED'),
+    7: (power_state.SUSPENDED, 'PMSUSPENDED'),
+}
+_REASONS = {
+    'RUNNING': ('UNKNOWN', 'BOOTED', 'MIGRATED', 'RESTORED', 'FROM_SNAPSHOT',
+                'UNPAUSED', 'MIGRATION_CANCELED', 'SAVE_CANCELED', 'WAKEUP',
+                'CRASHED', 'POSTCOPY', 'POSTCOPY_FAILED'),
+    'PAUSED': ('UNKNOWN', 'USER', 'MIGRATION', 'SAVE', 'DUMP', 'IOERROR',
+               'WATCHDOG', 'FROM_SNAPSHOT', 'SHUTTING_DOWN', 'SNAPSHOT',
+               'CRASHED', 'STARTING_UP', 'POSTCOPY', 'POSTCOPY_FAILED'),
+    'SHUTOFF': ('UNKNOWN', 'SHUTDOWN', 'DESTROYED', 'CRASHED', 'MIGRATED',
+                'SAVED', 'FAILED', 'FROM_SNAPSHOT', 'DAEMON'),
+    'CRASHED': ('UNKNOWN', 'PANICKED'),
+}
+
+
+def describe_state(state, reason):
+    """(power_state, 'SHUTOFF_CRASHED') for libvirt's (state, reason)."""
+    power, name = _STATES.get(state, (power_state.NOSTATE,
+                                      'UNKNOWN_%s' % state))
+    reasons = _REASONS.get(name, ())
+    reason_name = (reasons[reason] if 0 <= reason < len(reasons)
+                   else 'UNKNOWN' if not reasons else 'UNKNOWN_%s' % reason)
+    return power, '%s_%s' % (name, reason_name)
+
+
+class LibvirtDriver(driver.VirtDriver):
+    """Watches every domain on one libvirt connection.
+
+    :param uri: libvirt connection URI
+    :param backend: concurrency backend name, 'eventlet' or 'threading'
+    :param api: a LibvirtAPI (tests pass one over a fake libvirt module)
+    """
+
+    def __init__(self, uri, backend='eventlet', stopped_delay=15.0,
+                 queue_size=10000, keepalive_interval=5, keepalive_count=3,
+                 reconnect_min=0.5, reconnect_max=30.0, api=None):
+        super().__init__()
+        self._api = api or libvirt_api.LibvirtAPI()
+
+        def make_handler(deliver):
+            return event_handler.EventHandler.create(
+                backend, deliver, stopped_delay=stopped_delay,
+                queue_size=queue_size)
+
+        self.host = libvirt_host.Host(
+            self._api, uri, make_handler, self.emit_event,
+            keepalive_interval=keepalive_interval,
+            keepalive_count=keepalive_count,
+            reconnect_min=reconnect_min, reconnect_max=reconnect_max)
+
+    @classmethod
+    def from_conf(cls, conf, api=None):
+        return cls(conf.libvirt.connection_uri,
+                   backend=conf.concurrency_backend,
+                   stopped_delay=conf.events.stopped_delay,
+                   queue_size=conf.events.queue_size,
+                   keepalive_interval=conf.libvirt.keepalive_interval,
+                   keepalive_count=conf.libvirt.keepalive_count,
+                   reconnect_min=conf.libvirt.reconnect_min_interval,
+                   reconnect_max=conf.libvirt.reconnect_max_interval,
+                   api=api)
+
+    def init_host(self):
+        self.host.initialize()
+
+    def cleanup(self):
+        self.host.cleanup()
+
+    def _info(self, domain):
+        power, reason = describe_state(*domain.state())
+        return driver.InstanceInfo(domain.uuid, domain.name, power, reason)
+
+    def list_instances(self):
+        infos = []
+        for domain in self.host.get_connection().list_domains():
+            try:
+                infos.append(self._info(domain))
+            except exception.DomainNotFound:
+                continue  # vanished between listing and asking: not ours
+        return infos
+
+    def get_instance_info(self, uuid):
+        return self._info(self.host.get_connection().lookup(uuid))
+
+    def guest_agent_command(self, uuid, command, timeout):
+        domain = self.host.get_connection().lookup(uuid)
+        return domain.agent_command(command, timeout)

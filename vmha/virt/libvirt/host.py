@@ -1,0 +1,211 @@
+"""The libvirt connection, its event thread, and reconnecting.
+
+``Host.initialize`` registers libvirt's default event loop (before the
+first connection, as libvirt requires), starts a native daemon thread that
+runs it, opens the connection, registers the domain event callbacks, the
+close callback and keepalive, and starts the dispatcher.
+
+When the connection closes (libvirtd stopped, or keepalive gave up on a
+hung libvirtd) the close callback queues a CONNECTION_LOST event through
+the same queue as domain events.  The dispatcher delivers it and starts a
+reconnect thread, which retries with exponential backoff and jitter, then
+registers every callback again and queues CONNECTION_RESTORED: listeners
+resync on it.  Events that happened while disconnected are lost; the
+resync is how vmha finds out what they were.
+"""
+
+import logging
+import random
+import threading
+import time
+
+from vmha.virt import event as ev
+from vmha.virt import exception
+from vmha.virt.libvirt import event_builder
+from vmha.virt.libvirt import event_handler
+
+LOG = logging.getLogger(__name__)
+
+CLOSE_REASONS = ('ERROR', 'EOF', 'KEEPALIVE', 'CLIENT')
+
+
+def backoff_delays(minimum, maximum, rand=random.random):
+    """Endless reconnect delays: doubling from ``minimum`` up to
+    ``maximum``, each drawn uniformly from its upper half so that many
+    agents restarted together do not retry in step."""
+    ceiling = minimum
+    while True:
+        yield ceiling / 2 + rand() * ceiling / 2
+        ceiling = min(maximum, ceiling * 2)
+
+
+class Host:
+    """One hypervisor connection and the event pipeline behind it.
+
+    :param api: a ``vmha.virt.libvirt.api.LibvirtAPI``
+    :param uri: the libvirt connection URI
+    :param handler_factory: ``callable(deliver)`` returning an
+        ``EventHandler``; the host passes its own dispatch entry point
+    :param listener: called with every event on the dispatcher
+    """
+
+    def __init__(self, api, uri, handler_factory, listener,
+                 keepalive_interval=5, keepalive_count=3,
+                 reconnect_min=0.5, reconnect_max=30.0,
+                 rand=random.random):
+        self._api = api
+        self._uri = uri
+        self._listener = listener
+        self._keepalive = (keepalive_interval, keepalive_count)
+        self._reconnect_bounds = (reconnect_min, reconnect_max)
+        self._rand = rand
+        self.handler = handler_factory(self._on_event)
+        self._conn = None
+        self._generation = 0  # which connection a close callback is for
+        self._lock = threading.Lock()
+        self._reconnecting = False
+        self._stopping = False
+        self._event_thread = None
+        self.reconnects = 0
+        self.keepalive_supported = None
+        self.connected_since = None
+        self.disconnected_since = None
+
+    # --- start and stop ----------------------------------------------------
+
+    def initialize(self):
+        """Connect and start the event pipeline.  Raises ConnectionFailed."""
+        self._api.register_default_event_impl()
+        self._event_thread = self.handler.start_native_thread(
+            self._run_event_loop, 'libvirt-event-loop')
+        self._connect()
+        self.handler.start()
+
+    def _run_event_loop(self):
+        while True:
+            try:
+                self._api.run_event_loop_once()
+            except Exception:  # keep the loop alive whatever happens
+                self.handler.native_sleep(0.1)
+
+    def cleanup(self):
+        self._stopping = True
+        self.handler.stop()
+        self.handler.cancel_held_back()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.unregister_close_callback()
+            except exception.HypervisorError:
+                pass
+            conn.close()
+
+    def get_connection(self):
+        """The open connection.  Raises HypervisorUnavailable."""
+        conn = self._conn
+        if conn is None:
+            raise exception.HypervisorUnavailable(
+                'no libvirt connection to %s (reconnecting)' % self._uri)
+        return conn
+
+    # --- connecting --------------------------------------------------------
+
+    def _connect(self):
+        conn = self._api.open(self._uri)
+        try:
+            for event_id in event_builder.SUBSCRIBED_EVENT_IDS:
+                try:
+                    conn.register_domain_event(event_id, self._on_domain_event)
+                except exception.HypervisorError as error:
+                    # An older libvirt without this event id: go on.
+                    LOG.warning('Cannot subscribe to %s events on %s: %s',
+                                ev.event_id_name(event_id), self._uri, error)
+            with self._lock:
+                self._generation += 1
+                generation = self._generation
+            conn.register_close_callback(
+                lambda reason: self._on_close(generation, reason))
+            self._set_keepalive(conn)
+        except exception.HypervisorError:
+            conn.close()
+            raise
+        self._conn = conn
+        self.connected_since = time.time()
+        self.disconnected_since = None
+        LOG.info('Connected to %s', self._uri)
+
+    def _set_keepalive(self, conn):
+        interval, count = self._keepalive
+        if interval <= 0:
+            return
+        try:
+            conn.set_keepalive(interval, count)
+            self.keepalive_supported = True
+        except exception.NotSupported:
+            if self.keepalive_supported is None:
+                LOG.info('%s has no keepalive: a hung libvirtd will not be '
+                         'noticed on this connection', self._uri)
+            self.keepalive_supported = False
+
+    # --- callbacks on libvirt's event-loop thread: copy, queue, return -----
+
+    def _on_domain_event(self, event_id, uuid, name, args):
+        self.handler.enqueue(event_builder.RawEvent(
+            time.time(), time.monotonic(), event_id, uuid, name, args))
+
+    def _on_close(self, generation, reason):
+        if generation != self._generation or self._stopping:
+            return  # a connection we already replaced or are closing
+        reason_name = (CLOSE_REASONS[reason]
+                       if 0 <= reason < len(CLOSE_REASONS)
+                       else ev.unknown(reason))
+        self.handler.enqueue(ev.ConnectionLostEvent(reason_name))
+
+    # --- on the dispatcher ---------------------------------------------------
+
+    def _on_event(self, event):
+        if isinstance(event, ev.ConnectionLostEvent):
+            self._connection_lost(event)
+        self._listener(event)
+
+    def _connection_lost(self, event):
+        LOG.warning('Lost the libvirt connection to %s (%s); reconnecting',
+                    self._uri, event.reason)
+        conn, self._conn = self._conn, None
+        self.disconnected_since = event.timestamp
+        if conn is not None:
+            conn.close()
+        with self._lock:
+            if self._reconnecting or self._stopping:
+                return
+            self._reconnecting = True
+        self.handler.start_native_thread(self.reconnect, 'libvirt-reconnect')
+
+    def reconnect(self):
+        """Retry until connected (or stopping), then queue RESTORED.
+
+        Runs on its own native thread so a hung libvirtd never blocks the
+        dispatcher; the fake-libvirt tests call it directly.
+        """
+        started = time.monotonic()
+        attempts = 0
+        try:
+            for delay in backoff_delays(*self._reconnect_bounds,
+                                        rand=self._rand):
+                if self._stopping:
+                    return
+                attempts += 1
+                try:
+                    self._connect()
+                except exception.HypervisorError as error:
+                    LOG.info('Reconnect to %s failed (attempt %d): %s; next '
+                             'try in %.1fs', self._uri, attempts, error, delay)
+                    self.handler.native_sleep(delay)
+                    continue
+                self.reconnects += 1
+                self.handler.enqueue(ev.ConnectionRestoredEvent(
+                    attempts, time.monotonic() - started))
+                return
+        finally:
+            with self._lock:
+                self._reconnecting = False
