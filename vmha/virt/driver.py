@@ -45,10 +45,9 @@ class VirtDriver(metaclass=abc.ABCMeta):
             try:
                 listener(event)
             except Exception:
-                LOG.exception('Event listener %r failed on %s (domain %s); '
-                              'other listeners still get it',
-                              listener, event.describe(),
-                              getattr(event, 'uuid', '-'))
+                LOG.exception('Event listener %r failed on %s; the other '
+                              'listeners still get it',
+                              listener, event.describe())
 
     @abc.abstractmethod
     def init_host(self):

@@ -12,6 +12,8 @@ no caller ever catches ``libvirt.libvirtError``.
 """
 
 import json
+import threading
+import weakref
 
 from vmha.virt import exception
 
@@ -27,6 +29,11 @@ _ERR_NO_SUPPORT = 3
 _ERR_NO_DOMAIN = 42
 _ERR_OPERATION_TIMEOUT = 68
 _ERR_AGENT_UNRESPONSIVE = 86
+
+# libvirt has one default event loop per process: remember which libvirt
+# modules (the real one, or a test's fake) already run theirs.
+_event_loop_lock = threading.Lock()
+_event_loops_started = weakref.WeakSet()
 
 
 def _translate(error, default=exception.HypervisorError):
@@ -54,16 +61,30 @@ class LibvirtAPI:
                 'the libvirt Python binding is not installed '
                 '(pip install libvirt-python)')
 
-    def register_default_event_impl(self):
-        """Must run before the first connection is opened."""
-        # libvirt prints every error to stderr unless a handler is set;
-        # vmha logs the errors it gets as exceptions instead.
-        self._lv.registerErrorHandler(_ignore_error, None)
-        self._lv.virEventRegisterDefaultImpl()
+    def ensure_event_loop(self, start_thread, sleep):
+        """Register libvirt's default event loop and run it, once per
+        process, on the native thread ``start_thread(target)`` starts.
 
-    def run_event_loop_once(self):
-        """One iteration of libvirt's default event loop (blocks)."""
-        self._lv.virEventRunDefaultImpl()
+        Must run before the first connection is opened.  Returns True if
+        this call started the loop.
+        """
+        with _event_loop_lock:
+            if self._lv in _event_loops_started:
+                return False
+            # libvirt prints every error to stderr unless a handler is set;
+            # vmha logs the errors it gets as exceptions instead.
+            self._lv.registerErrorHandler(_ignore_error, None)
+            self._lv.virEventRegisterDefaultImpl()
+            _event_loops_started.add(self._lv)
+
+        def run_forever():
+            while True:
+                try:
+                    self._lv.virEventRunDefaultImpl()
+                except Exception:  # keep the loop alive whatever happens
+                    sleep(0.1)
+        start_thread(run_forever)
+        return True
 
     def open(self, uri):
         """Open a read-write connection.  Raises ConnectionFailed."""

@@ -51,11 +51,14 @@ class LibvirtDriver(driver.VirtDriver):
     :param uri: libvirt connection URI
     :param backend: concurrency backend name, 'eventlet' or 'threading'
     :param api: a LibvirtAPI (tests pass one over a fake libvirt module)
+    :param handler_factory: ``callable(deliver)`` returning the
+        EventHandler; tests pass one that runs no threads
     """
 
     def __init__(self, uri, backend='eventlet', stopped_delay=15.0,
                  queue_size=10000, keepalive_interval=5, keepalive_count=3,
-                 reconnect_min=0.5, reconnect_max=30.0, api=None):
+                 reconnect_min=0.5, reconnect_max=30.0, api=None,
+                 handler_factory=None):
         super().__init__()
         self._api = api or libvirt_api.LibvirtAPI()
 
@@ -65,7 +68,7 @@ class LibvirtDriver(driver.VirtDriver):
                 queue_size=queue_size)
 
         self.host = libvirt_host.Host(
-            self._api, uri, make_handler, self.emit_event,
+            self._api, uri, handler_factory or make_handler, self.emit_event,
             keepalive_interval=keepalive_interval,
             keepalive_count=keepalive_count,
             reconnect_min=reconnect_min, reconnect_max=reconnect_max)

@@ -93,7 +93,7 @@ class EventHandler:
         self._deliver = deliver
         self._stopped_delay = stopped_delay
         self._queue_size = queue_size
-        self._clock = clock
+        self.clock = clock
         self._queue = collections.deque()
         self._pipe = self._make_pipe()
         self._delayed = {}  # uuid -> (due, seq, event)
@@ -106,13 +106,18 @@ class EventHandler:
         self.last_turnover = clock()
         self._running = False
 
-    @classmethod
-    def create(cls, backend, deliver, **kwargs):
-        """The handler for concurrency backend 'eventlet' or 'threading'."""
+    @staticmethod
+    def variant(backend):
+        """The handler class for backend 'eventlet' or 'threading'."""
         for variant in (EventletEventHandler, ThreadingEventHandler):
             if variant.backend == backend:
-                return variant(deliver, **kwargs)
+                return variant
         raise ValueError('unknown concurrency backend %r' % backend)
+
+    @classmethod
+    def create(cls, backend, deliver, **kwargs):
+        """A handler of the backend's variant."""
+        return cls.variant(backend)(deliver, **kwargs)
 
     def _make_pipe(self):
         return WakeupPipe()
@@ -135,7 +140,7 @@ class EventHandler:
     def dispatch_pending(self):
         """Deliver everything queued and every held-back event now due."""
         self._pipe.drain()
-        self.last_turnover = self._clock()
+        self.last_turnover = self.clock()
         queue = self._queue
         while queue:
             self._route(queue.popleft())
@@ -146,7 +151,7 @@ class EventHandler:
             LOG.error('Event queue full (%d events): dropped %d event(s); '
                       'asking listeners to resync', self._queue_size, dropped)
             self._emit(ev.ResyncRequiredEvent(dropped))
-        self._emit_due(self._clock())
+        self._emit_due(self.clock())
 
     def _route(self, item):
         if isinstance(item, _HOST_EVENT_TYPES):
@@ -210,7 +215,7 @@ class EventHandler:
             heapq.heappop(heap)  # cancelled: drop the stale entry
         if not heap:
             return None
-        return max(0.0, heap[0][0] - self._clock())
+        return max(0.0, heap[0][0] - self.clock())
 
     def cancel_held_back(self):
         """Forget every held-back event (at shutdown); returns them."""

@@ -62,10 +62,10 @@ class Host:
         self.handler = handler_factory(self._on_event)
         self._conn = None
         self._generation = 0  # which connection a close callback is for
+        self._closed_generation = None  # the last one reported closed
         self._lock = threading.Lock()
         self._reconnecting = False
         self._stopping = False
-        self._event_thread = None
         self.reconnects = 0
         self.keepalive_supported = None
         self.connected_since = None
@@ -75,18 +75,12 @@ class Host:
 
     def initialize(self):
         """Connect and start the event pipeline.  Raises ConnectionFailed."""
-        self._api.register_default_event_impl()
-        self._event_thread = self.handler.start_native_thread(
-            self._run_event_loop, 'libvirt-event-loop')
+        self._api.ensure_event_loop(
+            lambda target: self.handler.start_native_thread(
+                target, 'libvirt-event-loop'),
+            self.handler.native_sleep)
         self._connect()
         self.handler.start()
-
-    def _run_event_loop(self):
-        while True:
-            try:
-                self._api.run_event_loop_once()
-            except Exception:  # keep the loop alive whatever happens
-                self.handler.native_sleep(0.1)
 
     def cleanup(self):
         self._stopping = True
@@ -151,11 +145,13 @@ class Host:
 
     def _on_domain_event(self, event_id, uuid, name, args):
         self.handler.enqueue(event_builder.RawEvent(
-            time.time(), time.monotonic(), event_id, uuid, name, args))
+            time.time(), self.handler.clock(), event_id, uuid, name, args))
 
     def _on_close(self, generation, reason):
-        if generation != self._generation or self._stopping:
-            return  # a connection we already replaced or are closing
+        if (generation != self._generation or self._stopping
+                or generation == self._closed_generation):
+            return  # a connection already replaced, closing, or reported
+        self._closed_generation = generation
         reason_name = (CLOSE_REASONS[reason]
                        if 0 <= reason < len(CLOSE_REASONS)
                        else ev.unknown(reason))
@@ -187,7 +183,7 @@ class Host:
         Runs on its own native thread so a hung libvirtd never blocks the
         dispatcher; the fake-libvirt tests call it directly.
         """
-        started = time.monotonic()
+        started = self.handler.clock()
         attempts = 0
         try:
             for delay in backoff_delays(*self._reconnect_bounds,
@@ -204,7 +200,7 @@ class Host:
                     continue
                 self.reconnects += 1
                 self.handler.enqueue(ev.ConnectionRestoredEvent(
-                    attempts, time.monotonic() - started))
+                    attempts, self.handler.clock() - started))
                 return
         finally:
             with self._lock:
