@@ -1,5 +1,12 @@
 """Console entry points.  Only this package reads configuration globally."""
 
+import warnings
+
+# eventlet warns on import that it is deprecated; vmha supports it on
+# purpose (see [DEFAULT] concurrency_backend), so the warning is only noise
+# in front of an operator's error messages.
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+
 
 def select_backend(name):
     """Commit the process to a concurrency backend, before anything imports

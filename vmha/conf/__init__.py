@@ -36,8 +36,23 @@ def validate(conf):
             try:
                 section[opt.dest]
             except (ValueError, cfg.Error) as error:
-                raise ConfigError(
-                    'invalid value for [%s] %s: %s' % (name, opt.name, error))
+                raise ConfigError('invalid value for [%s] %s%s: %s' % (
+                    name, opt.name, _where(conf, opt, name), _reason(error)))
+
+
+def _where(conf, opt, group):
+    try:
+        location = conf.get_location(
+            opt.dest, None if group == 'DEFAULT' else group)
+    except Exception:  # only decoration for the message
+        return ''
+    return ' in %s' % location.detail if location and location.detail else ''
+
+
+def _reason(error):
+    # oslo.config says "Value for option X from <location> is not valid:
+    # <reason>"; the option and location are already in our message.
+    return str(error).rpartition(' is not valid: ')[2]
 
 
 class ConfigError(Exception):
