@@ -133,6 +133,26 @@ def test_a_lost_connection_can_be_lost_again(driver):
     assert kinds == ['ConnectionLostEvent', 'ConnectionRestoredEvent'] * 2
 
 
+def test_new_connection_closing_before_it_is_installed(driver):
+    """Regression: a connection lost while the reconnect was being handed
+    over must not leave the agent on a dead connection for good."""
+    lose_connection(driver)
+    driver.host.reconnect()
+    driver.fake.connection.close_by_peer(1)  # before the dispatcher runs
+    driver.host.handler.dispatch_pending()
+    kinds = [type(e).__name__ for e in driver.received]
+    assert kinds == ['ConnectionLostEvent']
+    reconnects = [n for n, _ in driver.host.handler.threads_requested
+                  if n == 'libvirt-reconnect']
+    assert len(reconnects) == 2
+    with pytest.raises(exception.HypervisorUnavailable):
+        driver.list_instances()
+    driver.host.reconnect()
+    driver.host.handler.dispatch_pending()
+    assert isinstance(driver.received[-1], ev.ConnectionRestoredEvent)
+    assert driver.list_instances() == []
+
+
 def test_reconnect_stops_when_the_agent_stops(driver):
     lose_connection(driver)
     driver.fake.fail_opens = 1000

@@ -59,14 +59,17 @@ class WakeupPipe:
                 pass
 
     def drain(self):
-        # Clear the flag before the caller drains its queue, so an item
-        # queued after the drain always writes a new byte.
-        self._pending = False
+        # Empty the pipe first, clear the flag second, and only then may
+        # the caller drain its queue.  Cleared earlier, a wake() between
+        # the two steps would leave the flag set with its byte already
+        # read: every later wake() would skip writing, and the dispatcher
+        # would sleep on a queue that keeps filling.
         try:
             while self._read(self.read_fd, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._pending = False
 
     def close(self):
         for fd in (self.read_fd, self.write_fd):

@@ -14,9 +14,9 @@ resync on it.  Events that happened while disconnected are lost; the
 resync is how vmha finds out what they were.
 """
 
+import itertools
 import logging
 import random
-import threading
 import time
 
 from vmha.virt import event as ev
@@ -61,9 +61,11 @@ class Host:
         self._rand = rand
         self.handler = handler_factory(self._on_event)
         self._conn = None
-        self._generation = 0  # which connection a close callback is for
-        self._closed_generation = None  # the last one reported closed
-        self._lock = threading.Lock()
+        # Each connection gets a generation number, so that the dispatcher
+        # can tell a close of the current connection from a stale one.
+        self._generations = itertools.count(1)
+        self._generation = None
+        self._dead_generations = set()
         self._reconnecting = False
         self._stopping = False
         self.reconnects = 0
@@ -79,7 +81,7 @@ class Host:
             lambda target: self.handler.start_native_thread(
                 target, 'libvirt-event-loop'),
             self.handler.native_sleep)
-        self._connect()
+        self._install(*self._connect())
         self.handler.start()
 
     def cleanup(self):
@@ -102,28 +104,34 @@ class Host:
                 'no libvirt connection to %s (reconnecting)' % self._uri)
         return conn
 
-    # --- connecting --------------------------------------------------------
+    # --- connecting (start-up, or the reconnect thread) --------------------
 
     def _connect(self):
+        """Open a connection with every callback registered.
+
+        Returns (connection, generation); the dispatcher installs it.
+        """
         conn = self._api.open(self._uri)
+        generation = next(self._generations)
         try:
             for event_id in event_builder.SUBSCRIBED_EVENT_IDS:
                 try:
                     conn.register_domain_event(event_id, self._on_domain_event)
-                except exception.HypervisorError as error:
+                except exception.NotSupported as error:
                     # An older libvirt without this event id: go on.
                     LOG.warning('Cannot subscribe to %s events on %s: %s',
                                 ev.event_id_name(event_id), self._uri, error)
-            with self._lock:
-                self._generation += 1
-                generation = self._generation
             conn.register_close_callback(
                 lambda reason: self._on_close(generation, reason))
             self._set_keepalive(conn)
         except exception.HypervisorError:
             conn.close()
             raise
+        return conn, generation
+
+    def _install(self, conn, generation):
         self._conn = conn
+        self._generation = generation
         self.connected_since = time.time()
         self.disconnected_since = None
         LOG.info('Connected to %s', self._uri)
@@ -148,60 +156,97 @@ class Host:
             time.time(), self.handler.clock(), event_id, uuid, name, args))
 
     def _on_close(self, generation, reason):
-        if (generation != self._generation or self._stopping
-                or generation == self._closed_generation):
-            return  # a connection already replaced, closing, or reported
-        self._closed_generation = generation
+        if self._stopping:
+            return
         reason_name = (CLOSE_REASONS[reason]
                        if 0 <= reason < len(CLOSE_REASONS)
                        else ev.unknown(reason))
-        self.handler.enqueue(ev.ConnectionLostEvent(reason_name))
+        lost = ev.ConnectionLostEvent(reason_name)
+        lost.generation = generation
+        self.handler.enqueue(lost)
 
-    # --- on the dispatcher ---------------------------------------------------
+    # --- on the dispatcher: the only place connection state changes --------
 
     def _on_event(self, event):
         if isinstance(event, ev.ConnectionLostEvent):
-            self._connection_lost(event)
+            if not self._connection_lost(event):
+                return
+        elif isinstance(event, _Reconnected):
+            event = self._reconnected(event)
+            if event is None:
+                return
         self._listener(event)
 
     def _connection_lost(self, event):
+        """Drop the connection; False if the event is stale or repeated."""
+        generation = getattr(event, 'generation', self._generation)
+        if generation != self._generation or self._conn is None:
+            # A connection not installed yet (closed while reconnecting)
+            # or one already reported: remember it, tell nobody twice.
+            self._dead_generations.add(generation)
+            return False
         LOG.warning('Lost the libvirt connection to %s (%s); reconnecting',
                     self._uri, event.reason)
         conn, self._conn = self._conn, None
         self.disconnected_since = event.timestamp
-        if conn is not None:
-            conn.close()
-        with self._lock:
-            if self._reconnecting or self._stopping:
-                return
-            self._reconnecting = True
+        conn.close()
+        self._start_reconnect()
+        return True
+
+    def _start_reconnect(self):
+        if self._reconnecting or self._stopping:
+            return
+        self._reconnecting = True
         self.handler.start_native_thread(self.reconnect, 'libvirt-reconnect')
 
+    def _reconnected(self, item):
+        self._reconnecting = False
+        if item.generation in self._dead_generations or \
+                not item.conn.is_alive():
+            self._dead_generations.discard(item.generation)
+            LOG.warning('The new connection to %s closed at once; '
+                        'reconnecting again', self._uri)
+            item.conn.close()
+            self._start_reconnect()
+            return None
+        self._install(item.conn, item.generation)
+        self.reconnects += 1
+        return ev.ConnectionRestoredEvent(item.attempts, item.outage,
+                                          timestamp=item.timestamp,
+                                          monotonic=item.monotonic)
+
+    # --- the reconnect thread -----------------------------------------------
+
     def reconnect(self):
-        """Retry until connected (or stopping), then queue RESTORED.
+        """Retry until connected (or stopping); the dispatcher installs it.
 
         Runs on its own native thread so a hung libvirtd never blocks the
         dispatcher; the fake-libvirt tests call it directly.
         """
         started = self.handler.clock()
         attempts = 0
-        try:
-            for delay in backoff_delays(*self._reconnect_bounds,
-                                        rand=self._rand):
-                if self._stopping:
-                    return
-                attempts += 1
-                try:
-                    self._connect()
-                except exception.HypervisorError as error:
-                    LOG.info('Reconnect to %s failed (attempt %d): %s; next '
-                             'try in %.1fs', self._uri, attempts, error, delay)
-                    self.handler.native_sleep(delay)
-                    continue
-                self.reconnects += 1
-                self.handler.enqueue(ev.ConnectionRestoredEvent(
-                    attempts, self.handler.clock() - started))
+        for delay in backoff_delays(*self._reconnect_bounds, rand=self._rand):
+            if self._stopping:
                 return
-        finally:
-            with self._lock:
-                self._reconnecting = False
+            attempts += 1
+            try:
+                conn, generation = self._connect()
+            except exception.HypervisorError as error:
+                LOG.info('Reconnect to %s failed (attempt %d): %s; next try '
+                         'in %.1fs', self._uri, attempts, error, delay)
+                self.handler.native_sleep(delay)
+                continue
+            self.handler.enqueue(_Reconnected(
+                conn, generation, attempts, self.handler.clock() - started))
+            return
+
+
+class _Reconnected(ev.HostEvent):
+    """Internal: the reconnect thread opened ``conn``; never delivered."""
+
+    def __init__(self, conn, generation, attempts, outage):
+        super().__init__()
+        self.conn = conn
+        self.generation = generation
+        self.attempts = attempts
+        self.outage = outage
