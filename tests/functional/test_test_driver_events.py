@@ -131,6 +131,17 @@ def test_a_raising_listener_does_not_stop_others(make_driver, wait_for):
     assert len([e for e in calls if getattr(e, 'name', None) == name]) == 2
 
 
+def test_a_stopped_driver_gets_no_more_events(make_driver, wait_for):
+    first = make_driver()
+    first.cleanup()
+    second = make_driver()
+    name, xml = new_xml('after')
+    second.host.get_connection().create_domain(xml).destroy()
+    wait_for(lambda: len(of(second, name)) == 2, what='events')
+    assert first.host.handler.queue_depth() == 0
+    assert of(first, name) == []
+
+
 def test_list_instances_sees_the_test_driver_domain(make_driver):
     driver = make_driver()
     infos = {i.name: i for i in driver.list_instances()}

@@ -55,6 +55,26 @@ def test_missing_event_id_in_older_libvirt_is_not_fatal(caplog):
     assert len(driver.received) == 1
 
 
+def test_cleanup_deregisters_every_callback(driver):
+    """Regression: libvirt kept calling a closed connection's callbacks,
+    filling a queue nobody drained."""
+    conn = driver.fake.connection
+    driver.cleanup()
+    assert conn.callbacks == {} and conn.close_callback is None
+    conn.fire_lifecycle(driver.fake.add_domain('vm'), 2, 0)
+    assert driver.host.handler.queue_depth() == 0
+
+
+def test_a_replaced_connection_stops_feeding_the_queue(driver):
+    old = driver.fake.connection
+    lose_connection(driver)
+    driver.host.reconnect()
+    driver.host.handler.dispatch_pending()
+    assert old.callbacks == {}
+    old.fire_lifecycle(driver.fake.add_domain('vm'), 2, 0)
+    assert driver.host.handler.queue_depth() == 0
+
+
 def test_keepalive_is_set_from_the_options(driver):
     assert driver.fake.connection.keepalive == (2, 2)
     assert driver.host.keepalive_supported

@@ -108,6 +108,7 @@ class Connection:
         self._api = api
         self._lv = api._lv
         self._conn = conn
+        self._event_handles = []
 
     def _call(self, method, *args):
         try:
@@ -124,20 +125,20 @@ class Connection:
         """
         def callback(conn, dom, *args):
             sink(event_id, dom.UUIDString(), dom.name(), args[:-1])
-        return self._call(self._conn.domainEventRegisterAny, None, event_id,
-                          callback, None)
+        handle = self._call(self._conn.domainEventRegisterAny, None,
+                            event_id, callback, None)
+        self._event_handles.append(handle)
+        return handle
 
     def deregister_domain_event(self, handle):
         self._call(self._conn.domainEventDeregisterAny, handle)
+        self._event_handles.remove(handle)
 
     def register_close_callback(self, callback):
         """Call ``callback(reason_code)`` when the connection closes."""
         def on_close(conn, reason, opaque):
             callback(reason)
         self._call(self._conn.registerCloseCallback, on_close, None)
-
-    def unregister_close_callback(self):
-        self._call(self._conn.unregisterCloseCallback)
 
     def set_keepalive(self, interval, count):
         """Raises NotSupported where the driver has no keepalive."""
@@ -150,10 +151,24 @@ class Connection:
             return False
 
     def close(self):
-        try:
-            self._conn.close()
-        except self._lv.libvirtError:
-            pass  # closing a dead connection: nothing left to lose
+        """Deregister every callback, then close.
+
+        libvirt keeps calling the callbacks of a closed connection as long
+        as they are registered (the event loop is per process), so a
+        replaced connection would go on feeding the queue.
+        """
+        for handle in self._event_handles:
+            try:
+                self._conn.domainEventDeregisterAny(handle)
+            except self._lv.libvirtError:
+                pass  # a dead connection has no callbacks left to call
+        self._event_handles = []
+        for method in (self._conn.unregisterCloseCallback,
+                       self._conn.close):
+            try:
+                method()
+            except self._lv.libvirtError:
+                pass  # closing a dead connection: nothing left to lose
 
     def uri(self):
         return self._call(self._conn.getURI)

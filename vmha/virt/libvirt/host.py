@@ -90,10 +90,6 @@ class Host:
         self.handler.cancel_held_back()
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                conn.unregister_close_callback()
-            except exception.HypervisorError:
-                pass
             conn.close()
 
     def get_connection(self):
