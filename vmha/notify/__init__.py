@@ -1,0 +1,1 @@
+"""Getting notifications out of the agent: message form and sinks."""
