@@ -1,4 +1,4 @@
-"""vmha-agent as an operator runs it: bad input gives one line and an exit code.
+"""vmha-agent as operators run it: bad input gives one line and an exit code.
 
 Each case runs the real console entry point in a subprocess (it commits
 the process to a concurrency backend, which a test process must not do).

@@ -1,4 +1,4 @@
-"""Queue, wakeup pipe, STOPPED delay and listener isolation, on a fake clock."""
+"""Queue, wakeup pipe, STOPPED delay and listener isolation (fake clock)."""
 
 import logging
 import os
@@ -90,7 +90,8 @@ def test_a_second_stop_is_held_from_its_own_time(driver):
     assert names(driver) == [('vm', 'STARTED_BOOTED')]
     driver.clock.advance(5)
     handler.dispatch_pending()
-    assert names(driver) == [('vm', 'STARTED_BOOTED'), ('vm', 'STOPPED_FAILED')]
+    assert names(driver) == [('vm', 'STARTED_BOOTED'),
+                             ('vm', 'STOPPED_FAILED')]
 
 
 def test_other_domains_do_not_cancel_a_stop(driver):

@@ -1,4 +1,4 @@
-"""Connecting, keepalive, losing libvirtd and getting it back (fake libvirt)."""
+"""Connecting, keepalive, losing libvirtd and getting it back (fake)."""
 
 import logging
 
@@ -129,7 +129,7 @@ def test_reconnect_backs_off_then_restores_and_resubscribes(driver):
     sleeps = driver.host.handler.sleeps
     assert len(sleeps) == 4
     # Each wait is in the upper half of a doubling ceiling capped at 4 s.
-    for delay, ceiling in zip(sleeps, (0.5, 1.0, 2.0, 4.0)):
+    for delay, ceiling in zip(sleeps, (0.5, 1.0, 2.0, 4.0), strict=True):
         assert ceiling / 2 <= delay <= ceiling
     driver.host.handler.dispatch_pending()
     restored = driver.received[-1]

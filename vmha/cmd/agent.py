@@ -9,8 +9,8 @@ import sys
 from oslo_config import cfg
 from oslo_log import log
 
-import vmha.conf
 from vmha import cmd
+import vmha.conf
 
 cli_opts = [
     cfg.BoolOpt('demo',

@@ -160,7 +160,7 @@ def lifecycle_name(code, detail):
 
 def _iso(timestamp):
     return datetime.datetime.fromtimestamp(
-        timestamp, datetime.timezone.utc).isoformat(timespec='milliseconds')
+        timestamp, datetime.UTC).isoformat(timespec='milliseconds')
 
 
 class Event:

@@ -214,11 +214,15 @@ class EventHandler:
     def next_timeout(self):
         """Seconds until the next held-back event is due, or None."""
         heap = self._delayed_heap
-        while heap and self._delayed.get(heap[0][2], (0, None))[1] != heap[0][1]:
+        while heap and not self._is_live(heap[0]):
             heapq.heappop(heap)  # cancelled: drop the stale entry
         if not heap:
             return None
         return max(0.0, heap[0][0] - self.clock())
+
+    def _is_live(self, entry):
+        pending = self._delayed.get(entry[2])
+        return pending is not None and pending[1] == entry[1]
 
     def cancel_held_back(self):
         """Forget every held-back event (at shutdown); returns them."""

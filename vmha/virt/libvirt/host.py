@@ -22,7 +22,6 @@ import time
 from vmha.virt import event as ev
 from vmha.virt import exception
 from vmha.virt.libvirt import event_builder
-from vmha.virt.libvirt import event_handler
 
 LOG = logging.getLogger(__name__)
 

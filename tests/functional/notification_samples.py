@@ -1,0 +1,55 @@
+"""The notification of each sample under doc/notification_samples/.
+
+Each builder makes the notification the sample documents, with fixed
+values; the functional test checks the sample file is exactly what vmha
+sends.  Regenerate the files after a deliberate change with::
+
+    python -m tests.functional.notification_samples
+"""
+
+import datetime
+import json
+import pathlib
+
+from vmha.objects import fields
+from vmha.objects import guest_health
+from vmha.objects import host_connection
+from vmha.objects import instance
+
+SAMPLE_DIR = pathlib.Path(__file__).parents[2] / 'doc' / 'notification_samples'
+HOST = 'compute-1'
+UUID = '6f1b8c2e-3f1e-4a47-9a8e-0d4c1f2b3a4c'
+WHEN = datetime.datetime(2026, 11, 23, 16, 0, 5, 250000,
+                         tzinfo=datetime.UTC)
+MESSAGE_ID = '2d8a4f7e-9c1b-4e6a-8f3d-5b7c9e1a2f40'
+
+BUILDERS = {
+    'instance-failure': lambda: instance.failure_notification(
+        HOST, UUID, 'web-1', 'LIFECYCLE', 'STOPPED_FAILED',
+        fields.FailureCause.QEMU_DIED, WHEN,
+        evidence='libvirt: LIFECYCLE STOPPED_FAILED; domain now '
+                 'SHUTOFF_FAILED'),
+    'instance-lifecycle': lambda: instance.lifecycle_notification(
+        HOST, UUID, 'web-1', 'shutdown', 'STOPPED', 'LIFECYCLE',
+        'STOPPED_DESTROYED', WHEN),
+    'guest-health': lambda: guest_health.guest_health_notification(
+        HOST, UUID, 'web-1', fields.GuestHealthState.HEALTHY,
+        fields.GuestHealthState.ERROR, 'guest-ping timed out after 2s', 1,
+        WHEN, priority=fields.NotificationPriority.WARN),
+    'host-connection': lambda: host_connection.host_connection_notification(
+        HOST, 'qemu:///system', fields.ConnectionState.LOST, WHEN,
+        reason='EOF'),
+}
+
+
+def render(name):
+    """The sample text for ``name``, as the notification is sent."""
+    message = BUILDERS[name]().to_message(timestamp=WHEN.replace(tzinfo=None),
+                                          message_id=MESSAGE_ID)
+    return json.dumps(message._asdict(), indent=4, sort_keys=True) + '\n'
+
+
+if __name__ == '__main__':
+    for sample in BUILDERS:
+        (SAMPLE_DIR / ('%s.json' % sample)).write_text(render(sample))
+        print('wrote', sample)

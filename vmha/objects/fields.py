@@ -1,0 +1,87 @@
+"""Field types of vmha's objects: oslo.versionedobjects' plus vmha enums."""
+
+from oslo_versionedobjects import fields
+
+# Re-exported so payload modules import fields from one place.
+BooleanField = fields.BooleanField
+DateTimeField = fields.DateTimeField
+FloatField = fields.FloatField
+IntegerField = fields.IntegerField
+ObjectField = fields.ObjectField
+StringField = fields.StringField
+UUIDField = fields.UUIDField
+
+
+class NotificationPriority(fields.Enum):
+    # oslo.messaging's priorities, as Notifier methods name them.
+    AUDIT = 'audit'
+    CRITICAL = 'critical'
+    DEBUG = 'debug'
+    INFO = 'info'
+    ERROR = 'error'
+    SAMPLE = 'sample'
+    WARN = 'warn'
+
+    ALL = (AUDIT, CRITICAL, DEBUG, INFO, ERROR, SAMPLE, WARN)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class NotificationPriorityField(fields.BaseEnumField):
+    AUTO_TYPE = NotificationPriority()
+
+
+class FailureCause(fields.Enum):
+    """Why vmha decided an instance failed."""
+
+    QEMU_DIED = 'qemu_died'
+    GUEST_PANIC = 'guest_panic'
+    IO_ERROR = 'io_error'
+    WATCHDOG = 'watchdog'
+    CONTROL_ERROR = 'control_error'
+    GUEST_HUNG = 'guest_hung'
+    VANISHED = 'vanished'
+
+    ALL = (QEMU_DIED, GUEST_PANIC, IO_ERROR, WATCHDOG, CONTROL_ERROR,
+           GUEST_HUNG, VANISHED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class FailureCauseField(fields.BaseEnumField):
+    AUTO_TYPE = FailureCause()
+
+
+class GuestHealthState(fields.Enum):
+    """States of the guest-agent monitor's per-VM machine."""
+
+    DISCOVERY = 'discovery'
+    HEALTHY = 'healthy'
+    ERROR = 'error'
+    REPORTED = 'reported'
+    SUPPRESSED = 'suppressed'
+
+    ALL = (DISCOVERY, HEALTHY, ERROR, REPORTED, SUPPRESSED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class GuestHealthStateField(fields.BaseEnumField):
+    AUTO_TYPE = GuestHealthState()
+
+
+class ConnectionState(fields.Enum):
+    LOST = 'lost'
+    RESTORED = 'restored'
+
+    ALL = (LOST, RESTORED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class ConnectionStateField(fields.BaseEnumField):
+    AUTO_TYPE = ConnectionState()
