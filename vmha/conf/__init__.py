@@ -7,11 +7,17 @@ start-up with one readable line instead of later, mid-run.
 
 from oslo_config import cfg
 
+from vmha.conf import bridge
+from vmha.conf import database
 from vmha.conf import default
 from vmha.conf import events
 from vmha.conf import libvirt
+from vmha.conf import masakari
+from vmha.conf import notifications
+from vmha.conf import outbox
 
-_MODULES = (default, libvirt, events)
+_MODULES = (default, libvirt, events, notifications, masakari, bridge,
+            database, outbox)
 
 
 def register_opts(conf):
@@ -35,6 +41,11 @@ def validate(conf):
         for opt in opts:
             try:
                 section[opt.dest]
+            except cfg.NoSuchOptError:
+                # keystoneauth registers an auth plugin's options only
+                # when it loads the plugin; list_opts has them for the
+                # sample file.
+                continue
             except (ValueError, cfg.Error) as error:
                 raise ConfigError('invalid value for [%s] %s%s: %s' % (
                     name, opt.name, _where(conf, opt, name), _reason(error)))

@@ -1,5 +1,7 @@
 """Options of the [events] group."""
 
+import copy
+
 from oslo_config import cfg
 
 events_group = cfg.OptGroup('events', title='Event pipeline')
@@ -35,7 +37,9 @@ instead of trusting what they last saw.
 
 
 def register_opts(conf):
-    conf.register_group(events_group)
+    # A copy per ConfigOpts: register_group copies the group shallowly, so
+    # a shared OptGroup would share option overrides between them.
+    conf.register_group(copy.deepcopy(events_group))
     conf.register_opts(events_opts, group=events_group)
 
 

@@ -1,5 +1,7 @@
 """Options of the [libvirt] group."""
 
+import copy
+
 from oslo_config import cfg
 
 libvirt_group = cfg.OptGroup('libvirt', title='libvirt connection')
@@ -67,7 +69,9 @@ Related options:
 
 
 def register_opts(conf):
-    conf.register_group(libvirt_group)
+    # A copy per ConfigOpts: register_group copies the group shallowly, so
+    # a shared OptGroup would share option overrides between them.
+    conf.register_group(copy.deepcopy(libvirt_group))
     conf.register_opts(libvirt_opts, group=libvirt_group)
 
 

@@ -29,5 +29,5 @@ class Sink(metaclass=abc.ABCMeta):
     def send(self, message):
         """Deliver one message; raise DeliveryError to have it retried."""
 
-    def close(self):
+    def close(self):  # noqa: B027 - optional hook, nothing to release
         """Release connections; the sink is not used afterwards."""

@@ -1,0 +1,30 @@
+"""Configuration objects are independent of each other."""
+
+from oslo_config import cfg
+
+import vmha.conf
+
+
+def make_conf():
+    conf = cfg.ConfigOpts()
+    vmha.conf.register_opts(conf)
+    conf([], project='vmha')
+    return conf
+
+
+def test_an_override_stays_in_its_own_config():
+    """Regression: a module-level OptGroup registered on two ConfigOpts
+    shared its options, so one test's override leaked into the next."""
+    first, second = make_conf(), make_conf()
+    for group, opt, value in (('events', 'stopped_delay', 1.0),
+                              ('libvirt', 'connection_uri', 'test:///x'),
+                              ('database', 'path', '/tmp/x.sqlite'),
+                              ('outbox', 'batch_size', 7)):
+        default = second[group][opt]
+        first.set_override(opt, value, group=group)
+        assert first[group][opt] == value
+        assert second[group][opt] == default, (group, opt)
+
+
+def test_defaults_validate():
+    vmha.conf.validate(make_conf())

@@ -1,0 +1,153 @@
+"""The notification endpoint that forwards failures to Masakari.
+
+``MasakariEndpoint`` gets every ERROR-priority notification on
+``[notifications] topics`` (vmha's ``instance.failure`` is ERROR) and
+returns what the listener must do with it:
+
+* ``HANDLED`` (acknowledged): Masakari accepted the failure (2xx), or
+  rejected it for good (400: host in no failover segment; 409: duplicate,
+  host under maintenance; logged with Masakari's reason); or there was
+  nothing to forward (another event type, ignored at DEBUG; a pair
+  Masakari does not recover; a malformed payload, logged with the message
+  id and the reason and dropped, since redelivering it cannot fix it).
+* ``REQUEUE``: Masakari did not take it, even after the client's
+  ``[masakari] retry_max`` retries (unreachable, timeout, 5xx).  Nothing
+  Masakari has not accepted is ever acknowledged.
+
+**At most once per message id.**  The bus may deliver a message twice,
+and the agent resends a notification whose delivery it could not confirm,
+with the same message id.  ``ForwardedIds`` remembers the ids this
+process has finished with (at most ``[bridge] dedupe_size`` of them, each
+for ``[bridge] dedupe_window`` seconds, least recent dropped first) and a
+delivery of a remembered id is acknowledged without a second POST.  A
+delivery that arrives while the same id is being forwarded in another
+executor thread waits for that one to finish.
+
+Across bridge copies, this memory is not shared.  Copies in one
+``[bridge] pool`` share one queue, so each delivery goes to one copy; a
+copy sees an id another copy forwarded only when that copy died between
+Masakari's answer and the acknowledgement (the broker redelivers).  What
+protects then is Masakari's own check: the same host and payload
+(vmha sends the same ``generated_time`` every time) within 180 s of a
+notification still new or running is answered 409, which is taken as
+done.  A redelivery later than that, after the recovery finished, would
+be a new notification to Masakari.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+from oslo_messaging.notify import dispatcher as notify_dispatcher
+
+from vmha import masakari
+from vmha.masakari import client as masakari_client
+from vmha.masakari import translate
+
+LOG = logging.getLogger(__name__)
+
+HANDLED = notify_dispatcher.NotificationResult.HANDLED
+REQUEUE = notify_dispatcher.NotificationResult.REQUEUE
+
+
+class ForwardedIds:
+    """Bounded, time-limited memory of finished message ids; thread safe.
+
+    The oldest finished id is forgotten first, when there are more than
+    ``size`` or when it is older than ``window`` seconds.
+
+    ``claim(id)`` before forwarding: False means the id is finished
+    already (do not forward).  Then ``release(id, finished)``: a finished
+    id is remembered; an unfinished one may be claimed again.
+    """
+
+    def __init__(self, size, window, clock=time.monotonic):
+        self._size = size
+        self._window = window
+        self._clock = clock
+        self._finished = collections.OrderedDict()  # id -> when
+        self._in_flight = set()
+        self._condition = threading.Condition()
+
+    def claim(self, message_id):
+        with self._condition:
+            while message_id in self._in_flight:
+                self._condition.wait()
+            self._expire()
+            if message_id in self._finished:
+                return False
+            self._in_flight.add(message_id)
+            return True
+
+    def release(self, message_id, finished):
+        with self._condition:
+            self._in_flight.discard(message_id)
+            if finished and self._window > 0:
+                self._finished[message_id] = self._clock()
+                self._finished.move_to_end(message_id)
+                while len(self._finished) > self._size:
+                    self._finished.popitem(last=False)
+            self._condition.notify_all()
+
+    def __len__(self):
+        with self._condition:
+            return len(self._finished)
+
+    def _expire(self):
+        # Ids are kept in the order they finished, oldest first.
+        deadline = self._clock() - self._window
+        while self._finished:
+            message_id, when = next(iter(self._finished.items()))
+            if when > deadline:
+                break
+            del self._finished[message_id]
+
+
+class MasakariEndpoint:
+    """oslo.messaging notification endpoint (ERROR priority only).
+
+    :param client: a ``MasakariClient``
+    :param forwarded_ids: a ``ForwardedIds``
+    """
+
+    def __init__(self, client, forwarded_ids):
+        self._client = client
+        self._forwarded_ids = forwarded_ids
+
+    @classmethod
+    def from_conf(cls, conf, client=None):
+        return cls(client or masakari_client.MasakariClient.from_conf(conf),
+                   ForwardedIds(conf.bridge.dedupe_size,
+                                conf.bridge.dedupe_window))
+
+    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+        message_id = (metadata or {}).get('message_id')
+        if event_type != translate.FAILURE_EVENT_TYPE:
+            LOG.debug('Ignoring %s notification %s from %s', event_type,
+                      message_id, publisher_id)
+            return HANDLED
+        if message_id is None:
+            LOG.warning('Failure notification from %s has no message id; '
+                        'forwarding it without duplicate detection',
+                        publisher_id)
+            return self._forward(message_id, event_type, payload)
+        if not self._forwarded_ids.claim(message_id):
+            LOG.info('Failure notification %s from %s was already handled; '
+                     'not forwarded again', message_id, publisher_id)
+            return HANDLED
+        finished = False
+        try:
+            result = self._forward(message_id, event_type, payload)
+            finished = result == HANDLED
+            return result
+        finally:
+            self._forwarded_ids.release(message_id, finished)
+
+    def _forward(self, message_id, event_type, payload):
+        try:
+            masakari.forward(self._client, message_id, event_type, payload)
+        except masakari_client.MasakariUnavailable:
+            # forward() logged it; the broker redelivers it
+            return REQUEUE
+        return HANDLED

@@ -1,0 +1,102 @@
+"""vmha-masakari-bridge: forward failure notifications to Masakari.
+
+Runs on a controller: reads ``[notifications] topics`` from the bus named
+by ``[oslo_messaging_notifications] transport_url`` and posts failures to
+the Masakari API configured in ``[masakari]``.  Any number of copies may
+run; see ``vmha.bridge``.  Always native threads: ``[DEFAULT]
+concurrency_backend`` is ignored here.
+"""
+
+import signal
+import sys
+import threading
+
+from oslo_config import cfg
+from oslo_log import log
+
+from vmha import cmd
+import vmha.conf
+
+PROG = 'vmha-masakari-bridge'
+
+
+def parse_config(argv, prog=PROG):
+    """A validated ConfigOpts; raises ConfigError/cfg.Error on bad input."""
+    conf = cfg.ConfigOpts()
+    vmha.conf.register_opts(conf)
+    log.register_options(conf)
+    conf(argv, project='vmha', prog=prog)
+    vmha.conf.validate(conf)
+    return conf
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        conf = parse_config(argv)
+    except (cfg.Error, vmha.conf.ConfigError) as error:
+        sys.stderr.write('%s: configuration error: %s\n' % (PROG, error))
+        return 2
+    cmd.select_backend('threading')
+    log.setup(conf, 'vmha')
+
+    import oslo_messaging
+
+    from vmha import bridge
+    from vmha.bridge import endpoint as bridge_endpoint
+    from vmha.masakari import client as masakari_client
+
+    LOG = log.getLogger(PROG)
+    try:
+        endpoint = bridge_endpoint.MasakariEndpoint.from_conf(conf)
+    except masakari_client.MasakariConfigError as error:
+        sys.stderr.write('%s: configuration error: %s\n' % (PROG, error))
+        return 2
+    try:
+        transport = oslo_messaging.get_notification_transport(conf)
+    except (oslo_messaging.InvalidTransportURL,
+            oslo_messaging.DriverLoadFailure) as error:
+        sys.stderr.write('%s: configuration error: message bus: %s\n'
+                         % (PROG, error))
+        return 2
+
+    listener = bridge.get_listener(conf, transport, endpoint)
+    stopping = threading.Event()
+    started = threading.Event()
+
+    def on_signal(signum, frame):
+        LOG.info('Signal %d received; stopping', signum)
+        stopping.set()
+        if not started.is_set():
+            # Still connecting (the broker may be down): nothing taken
+            # yet, nothing to finish.
+            raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+
+    try:
+        listener.start(override_pool_size=conf.bridge.executor_threads)
+    except oslo_messaging.ServerListenError as error:
+        sys.stderr.write('%s: cannot listen on the message bus: %s\n'
+                         % (PROG, error))
+        transport.cleanup()
+        return 1
+    started.set()
+    LOG.info('%s forwarding failures from %s (pool %s) to Masakari',
+             PROG, ', '.join(conf.notifications.topics), conf.bridge.pool)
+    try:
+        while not stopping.wait(1):
+            pass
+    finally:
+        # stop() stops taking messages; wait() lets the ones being
+        # handled finish (ack or requeue) before the connection goes.
+        listener.stop()
+        listener.wait()
+        transport.cleanup()
+    LOG.info('%s stopped', PROG)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Options of the [outbox] group: sending stored notifications."""
+
+import copy
+
+from oslo_config import cfg
+
+outbox_group = cfg.OptGroup('outbox', title='Notification outbox sender')
+
+outbox_opts = [
+    cfg.FloatOpt('retry_min_interval',
+                 default=0.5,
+                 min=0.01,
+                 help="""
+Seconds before the first retry after a notification could not be sent.
+
+Notifications go out in order: while the oldest one fails, the later ones
+wait behind it.  Each later attempt waits up to twice as long as the one
+before, with random jitter, up to ``retry_max_interval``.
+
+Possible values:
+
+* A positive number of seconds.
+
+Related options:
+
+* ``retry_max_interval``
+"""),
+    cfg.FloatOpt('retry_max_interval',
+                 default=30.0,
+                 min=0.01,
+                 help="""
+Longest wait, in seconds, between two attempts to send a notification.
+
+It bounds how late a notification can arrive once its destination is back.
+
+Possible values:
+
+* A positive number of seconds, at least ``retry_min_interval``.
+
+Related options:
+
+* ``retry_min_interval``
+"""),
+    cfg.IntOpt('batch_size',
+               default=100,
+               min=1,
+               help="""
+Most undelivered notifications read from the journal at a time.
+
+Each one is still sent and marked delivered on its own; the batch only
+bounds one read.
+
+Possible values:
+
+* A positive integer.
+"""),
+]
+
+
+def register_opts(conf):
+    # A copy per ConfigOpts: register_group copies the group shallowly, so
+    # a shared OptGroup would share option overrides between them.
+    conf.register_group(copy.deepcopy(outbox_group))
+    conf.register_opts(outbox_opts, group=outbox_group)
+
+
+def list_opts():
+    return {outbox_group: outbox_opts}
