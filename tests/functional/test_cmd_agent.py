@@ -16,8 +16,10 @@ pytestmark = pytest.mark.functional
 
 def run_agent(tmp_path, config_text, *args, timeout=60):
     config = tmp_path / 'vmha.conf'
-    config.write_text('[DEFAULT]\nconcurrency_backend = %s\n%s'
-                      % (BACKEND, config_text))
+    config.write_text('[DEFAULT]\nconcurrency_backend = %s\n'
+                      '[database]\npath = %s\n'
+                      '[notifications]\nsinks = log\n%s'
+                      % (BACKEND, tmp_path / 'vmha.sqlite', config_text))
     return subprocess.run(
         [sys.executable, '-m', 'vmha.cmd.agent', '--config-file',
          str(config), *args],
@@ -56,6 +58,22 @@ def test_bad_configuration_is_one_line_and_nonzero(tmp_path, config_text,
     assert expected in line
 
 
+def test_damaged_database_is_one_line_and_nonzero(tmp_path):
+    (tmp_path / 'vmha.sqlite').write_bytes(b'this is no database' * 100)
+    result = run_agent(tmp_path,
+                       '[libvirt]\nconnection_uri = test:///default\n')
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith('vmha-agent: cannot open the vmha journal ')
+    assert 'vmha.sqlite' in line
+
+
+def test_unknown_sink_is_a_configuration_error(tmp_path):
+    result = run_agent(tmp_path, '[notifications]\nsinks = carrier-pigeon\n')
+    assert result.returncode == 2
+    assert 'carrier-pigeon' in one_line(result.stderr)
+
+
 def test_missing_config_file(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'vmha.cmd.agent', '--config-file',
@@ -82,7 +100,9 @@ def test_agent_starts_and_stops_cleanly_on_sigterm(tmp_path):
     config = tmp_path / 'vmha.conf'
     config.write_text('[DEFAULT]\nconcurrency_backend = %s\n'
                       '[libvirt]\nconnection_uri = test:///default\n'
-                      % BACKEND)
+                      '[database]\npath = %s\n'
+                      '[notifications]\nsinks = log\n'
+                      % (BACKEND, tmp_path / 'vmha.sqlite'))
     log_file = tmp_path / 'agent.log'
     agent = subprocess.Popen(
         [sys.executable, '-m', 'vmha.cmd.agent', '--config-file',

@@ -45,28 +45,53 @@ def main(argv=None):
     cmd.select_backend(conf.concurrency_backend)
     log.setup(conf, 'vmha')
 
+    from vmha import objects
+    from vmha.journal import db
+    from vmha.journal import outbox as outbox_lib
+    from vmha.journal import sender as sender_lib
+    from vmha.manager import recorder
     from vmha.manager import service
+    from vmha.notify import sinks
     from vmha.virt import exception
     from vmha.virt.libvirt import driver as libvirt_driver
 
+    objects.register_all()
     driver = libvirt_driver.LibvirtDriver.from_conf(conf)
     if conf.demo:
         from vmha import demo
         try:
             return demo.run(driver, conf.events.stopped_delay)
         except exception.ConnectionFailed as error:
-            sys.stderr.write('vmha-agent: cannot connect to %s: %s\n'
-                             % (conf.libvirt.connection_uri, error))
-            return 1
-    agent = service.AgentService(driver, conf.host)
+            return _fail('cannot connect to %s: %s'
+                         % (conf.libvirt.connection_uri, error))
+    try:
+        journal = db.Journal.from_conf(conf)
+    except db.JournalError as error:
+        return _fail(str(error))
+    try:
+        sink = sinks.load_sink(conf)
+    except ValueError as error:
+        return _fail('configuration error: %s' % error, 2)
+    outbox = outbox_lib.Outbox(journal)
+    sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
+    agent = service.AgentService(
+        driver, conf.host, sender=sender,
+        listeners=[recorder.EventRecorder(journal, outbox, conf.host,
+                                          conf.libvirt.connection_uri)])
     try:
         agent.start()
     except exception.ConnectionFailed as error:
-        sys.stderr.write('vmha-agent: cannot connect to %s: %s\n'
-                         % (conf.libvirt.connection_uri, error))
-        return 1
+        sender.stop()
+        return _fail('cannot connect to %s: %s'
+                     % (conf.libvirt.connection_uri, error))
     agent.wait()
+    journal.close()
     return 0
+
+
+def _fail(message, code=1):
+    sys.stderr.write('vmha-agent: %s\n' % message)
+    return code
 
 
 if __name__ == '__main__':

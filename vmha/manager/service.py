@@ -1,7 +1,11 @@
-"""The vmha-agent service: the virt driver plus its listeners.
+"""The vmha-agent service: the virt driver, the journal and the outbox.
 
-For now the only listener logs each event; the failure monitor, the
-power-state audit and the guest-agent monitor attach here later.
+Start-up order: open the journal (a damaged or unwritable database stops
+the agent with a readable error), start the outbox sender (notifications
+left undelivered by the last run go out first), then connect to libvirt
+and start dispatching events to the listeners.  On SIGTERM or SIGINT:
+stop dispatching, then stop the sender; rows it could not send stay in
+the outbox for the next start.
 """
 
 import logging
@@ -12,15 +16,31 @@ LOG = logging.getLogger(__name__)
 
 
 class AgentService:
-    """Runs one virt driver until SIGTERM or SIGINT."""
+    """Runs one virt driver and its listeners until told to stop.
 
-    def __init__(self, driver, host):
+    :param driver: a ``vmha.virt.driver.VirtDriver``
+    :param host: this compute host's name
+    :param sender: the ``OutboxSender``, or None for no notifications
+    :param listeners: callables registered on the driver, in order
+    """
+
+    def __init__(self, driver, host, sender=None, listeners=()):
         self.driver = driver
         self.host = host
+        self.sender = sender
+        self._listeners = list(listeners)
         self._stopped = threading.Event()
 
     def start(self):
+        if self.sender is not None:
+            depth = self.sender.outbox.depth()
+            if depth:
+                LOG.info('%d notification(s) left undelivered by the last '
+                         'run are sent first', depth)
+            self.sender.start()
         self.driver.register_event_listener(self._log_event)
+        for listener in self._listeners:
+            self.driver.register_event_listener(listener)
         self.driver.init_host()
         instances = self.driver.list_instances()
         LOG.info('vmha-agent on %s watching %d domain(s)', self.host,
@@ -43,3 +63,6 @@ class AgentService:
     def stop(self):
         self._stopped.set()
         self.driver.cleanup()
+        if self.sender is not None:
+            self.sender.stop()
+            self.sender.sink.close()
