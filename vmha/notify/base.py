@@ -23,7 +23,7 @@ class Sink(metaclass=abc.ABCMeta):
     DeliveryError when the message should be retried.
     """
 
-    name = None
+    name: str | None = None
 
     @abc.abstractmethod
     def send(self, message):

@@ -33,7 +33,7 @@ _ERR_AGENT_UNRESPONSIVE = 86
 # libvirt has one default event loop per process: remember which libvirt
 # modules (the real one, or a test's fake) already run theirs.
 _event_loop_lock = threading.Lock()
-_event_loops_started = weakref.WeakSet()
+_event_loops_started: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 def _translate(error, default=exception.HypervisorError):

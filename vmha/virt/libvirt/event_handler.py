@@ -89,7 +89,7 @@ class EventHandler:
     :param clock: monotonic clock, replaceable in tests
     """
 
-    backend = None
+    backend: str | None = None
 
     def __init__(self, deliver, stopped_delay=15.0, queue_size=10000,
                  clock=time.monotonic):
