@@ -37,6 +37,10 @@ class ThreadingBackend:
     def event(self):
         return threading.Event()
 
+    def run_blocking(self, function, *args):
+        """Call a blocking function (libvirt, disk) where it may block."""
+        return function(*args)
+
 
 class EventletBackend:
     name = 'eventlet'
@@ -57,6 +61,12 @@ class EventletBackend:
     def event(self):
         from eventlet.green import threading as green_threading
         return green_threading.Event()
+
+    def run_blocking(self, function, *args):
+        """Call a blocking function in eventlet's native thread pool, so
+        the hub (and event dispatch) goes on meanwhile."""
+        from eventlet import tpool
+        return tpool.execute(function, *args)
 
 
 _BACKENDS = {backend.name: backend

@@ -6,14 +6,15 @@ what it is given, as a broker would receive it.
 
 import uuid as uuid_lib
 
+from oslo_config import cfg
 import pytest
 
 from tests.conftest import BACKEND
 from vmha import objects
+import vmha.conf
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
-from vmha.manager import recorder
 from vmha.manager import service
 from vmha.notify import base as sink_base
 from vmha.virt.libvirt import driver as libvirt_driver
@@ -40,10 +41,14 @@ def agent(tmp_path):
     sender = sender_lib.OutboxSender(outbox, sink, BACKEND)
     driver = libvirt_driver.LibvirtDriver('test:///default', backend=BACKEND,
                                           stopped_delay=0)
-    agent = service.AgentService(
-        driver, 'compute-1', sender=sender,
-        listeners=[recorder.EventRecorder(journal, outbox, 'compute-1',
-                                          'test:///default')])
+    conf = cfg.ConfigOpts()
+    vmha.conf.register_opts(conf)
+    conf([], project='vmha')
+    conf.set_override('host', 'compute-1')
+    conf.set_override('concurrency_backend', BACKEND)
+    conf.set_override('connection_uri', 'test:///default', group='libvirt')
+    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
+                                           sender)
     agent.start()
     agent.sink, agent.outbox = sink, outbox
     yield agent

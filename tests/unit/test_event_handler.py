@@ -50,7 +50,7 @@ def test_nothing_is_delivered_before_dispatch(driver):
 def test_stopped_is_held_back_for_the_delay(driver):
     handler = driver.host.handler
     dom = driver.fake.add_domain('vm')
-    lifecycle(driver, dom, 5, 5)
+    lifecycle(driver, dom, 5, 0)
     handler.dispatch_pending()
     assert driver.received == []
     assert handler.next_timeout() == pytest.approx(15.0)
@@ -59,7 +59,7 @@ def test_stopped_is_held_back_for_the_delay(driver):
     assert driver.received == []
     driver.clock.advance(0.1)
     handler.dispatch_pending()
-    assert names(driver) == [('vm', 'STOPPED_FAILED')]
+    assert names(driver) == [('vm', 'STOPPED_SHUTDOWN')]
     assert handler.next_timeout() is None
 
 
@@ -83,7 +83,7 @@ def test_a_second_stop_is_held_from_its_own_time(driver):
     lifecycle(driver, dom, 5, 1)
     lifecycle(driver, dom, 2, 0)
     driver.clock.advance(10)
-    lifecycle(driver, dom, 5, 5)
+    lifecycle(driver, dom, 5, 0)
     handler.dispatch_pending()
     driver.clock.advance(10)
     handler.dispatch_pending()
@@ -91,14 +91,14 @@ def test_a_second_stop_is_held_from_its_own_time(driver):
     driver.clock.advance(5)
     handler.dispatch_pending()
     assert names(driver) == [('vm', 'STARTED_BOOTED'),
-                             ('vm', 'STOPPED_FAILED')]
+                             ('vm', 'STOPPED_SHUTDOWN')]
 
 
 def test_other_domains_do_not_cancel_a_stop(driver):
     handler = driver.host.handler
     crashed = driver.fake.add_domain('crashed')
     other = driver.fake.add_domain('other')
-    lifecycle(driver, crashed, 5, 5)
+    lifecycle(driver, crashed, 5, 1)
     lifecycle(driver, other, 2, 0)
     driver.fake.connection.fire(18, crashed, 2, 2)  # not a lifecycle event
     handler.dispatch_pending()
@@ -106,7 +106,7 @@ def test_other_domains_do_not_cancel_a_stop(driver):
     handler.dispatch_pending()
     assert names(driver) == [('other', 'STARTED_BOOTED'),
                              ('crashed', 'DISCONNECTED_CHANNEL'),
-                             ('crashed', 'STOPPED_FAILED')]
+                             ('crashed', 'STOPPED_DESTROYED')]
 
 
 def test_undefine_delivers_the_held_stop_first(driver):
@@ -121,6 +121,15 @@ def test_undefine_delivers_the_held_stop_first(driver):
     assert handler.next_timeout() is None
 
 
+@pytest.mark.parametrize('detail, name', [(5, 'STOPPED_FAILED'),
+                                          (2, 'STOPPED_CRASHED')])
+def test_failure_stops_are_never_held_back(driver, detail, name):
+    """A dead QEMU or a panic is no reboot: report it without the delay."""
+    lifecycle(driver, driver.fake.add_domain('vm'), 5, detail)
+    driver.host.handler.dispatch_pending()
+    assert names(driver) == [('vm', name)]
+
+
 def test_zero_delay_delivers_stopped_at_once():
     driver = virt.make_driver(stopped_delay=0)
     driver.init_host()
@@ -132,7 +141,7 @@ def test_zero_delay_delivers_stopped_at_once():
 def test_cleanup_drops_held_back_stops_and_says_so(driver, caplog):
     caplog.set_level(logging.INFO)
     dom = driver.fake.add_domain('vm')
-    lifecycle(driver, dom, 5, 5)
+    lifecycle(driver, dom, 5, 1)
     driver.host.handler.dispatch_pending()
     driver.cleanup()
     assert dom.UUIDString() in caplog.text

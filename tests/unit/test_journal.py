@@ -58,16 +58,16 @@ def message(number, event_type='instance.failure'):
          'vmha_object.data': {'number': number}})
 
 
-def create_domain_state(journal):
+def create_probe_state(journal):
     """A table like the manager's own, in the same file."""
     with journal.transaction() as tx:
-        tx.execute('CREATE TABLE IF NOT EXISTS domain_state '
+        tx.execute('CREATE TABLE IF NOT EXISTS probe_state '
                    '(uuid TEXT PRIMARY KEY, power_state TEXT)')
 
 
-def domain_states(journal):
+def probe_states(journal):
     return {row['uuid']: row['power_state'] for row in
-            journal.query('SELECT uuid, power_state FROM domain_state')}
+            journal.query('SELECT uuid, power_state FROM probe_state')}
 
 
 def sent_numbers(messages):
@@ -79,42 +79,42 @@ def sent_numbers(messages):
 def test_commit_keeps_state_change_and_notification_across_reopen(path):
     journal = db.Journal(path)
     outbox = outbox_mod.Outbox(journal)
-    create_domain_state(journal)
+    create_probe_state(journal)
     failure = message(1)
     with journal.transaction() as tx:
-        tx.execute('INSERT INTO domain_state VALUES (?, ?)',
+        tx.execute('INSERT INTO probe_state VALUES (?, ?)',
                    ('uuid-1', 'crashed'))
         outbox.add(tx, failure)
     journal.close()
 
     reopened = db.Journal(path)
     try:
-        assert domain_states(reopened) == {'uuid-1': 'crashed'}
+        assert probe_states(reopened) == {'uuid-1': 'crashed'}
         assert outbox_mod.Outbox(reopened).pending() == [failure]
     finally:
         reopened.close()
 
 
 def test_rollback_loses_state_change_and_notification(journal, outbox):
-    create_domain_state(journal)
+    create_probe_state(journal)
     with pytest.raises(RuntimeError, match='decision failed'):
         with journal.transaction() as tx:
-            tx.execute('INSERT INTO domain_state VALUES (?, ?)',
+            tx.execute('INSERT INTO probe_state VALUES (?, ?)',
                        ('uuid-1', 'crashed'))
             outbox.add(tx, message(1))
             raise RuntimeError('decision failed')
-    assert domain_states(journal) == {}
+    assert probe_states(journal) == {}
     assert outbox.pending() == []
     assert outbox.depth() == 0
 
 
 def test_failed_sql_in_the_transaction_rolls_back_the_notification(
         journal, outbox):
-    create_domain_state(journal)
+    create_probe_state(journal)
     with pytest.raises(db.JournalError, match='no such column'):
         with journal.transaction() as tx:
             outbox.add(tx, message(1))
-            tx.execute('UPDATE domain_state SET no_such_column = 1')
+            tx.execute('UPDATE probe_state SET no_such_column = 1')
     assert outbox.depth() == 0
 
 
@@ -466,9 +466,9 @@ def test_sigkill_between_write_and_send_keeps_the_row(path):
         journal = db.Journal(sys.argv[1])
         box = outbox.Outbox(journal)
         with journal.transaction() as tx:
-            tx.execute('CREATE TABLE domain_state '
+            tx.execute('CREATE TABLE probe_state '
                        '(uuid TEXT PRIMARY KEY, power_state TEXT)')
-            tx.execute("INSERT INTO domain_state VALUES ('u1', 'crashed')")
+            tx.execute("INSERT INTO probe_state VALUES ('u1', 'crashed')")
             box.add(tx, outbox.new_message(
                 'instance.failure', 'ERROR', 'vmha-agent:h', {'n': 1}))
         print(box.pending()[0].message_id, flush=True)
@@ -486,7 +486,7 @@ def test_sigkill_between_write_and_send_keeps_the_row(path):
         outbox = outbox_mod.Outbox(journal)
         assert [m.message_id for m in outbox.pending()] == [written_id]
         assert outbox.depth() == 1
-        assert domain_states(journal) == {'u1': 'crashed'}
+        assert probe_states(journal) == {'u1': 'crashed'}
     finally:
         journal.close()
 

@@ -49,7 +49,6 @@ def main(argv=None):
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
-    from vmha.manager import recorder
     from vmha.manager import service
     from vmha.notify import sinks
     from vmha.virt import exception
@@ -74,10 +73,8 @@ def main(argv=None):
         return _fail('configuration error: %s' % error, 2)
     outbox = outbox_lib.Outbox(journal)
     sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
-    agent = service.AgentService(
-        driver, conf.host, sender=sender,
-        listeners=[recorder.EventRecorder(journal, outbox, conf.host,
-                                          conf.libvirt.connection_uri)])
+    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
+                                           sender)
     try:
         agent.start()
     except exception.ConnectionFailed as error:

@@ -7,17 +7,19 @@ start-up with one readable line instead of later, mid-run.
 
 from oslo_config import cfg
 
+from vmha.conf import audit
 from vmha.conf import bridge
 from vmha.conf import database
 from vmha.conf import default
 from vmha.conf import events
 from vmha.conf import libvirt
 from vmha.conf import masakari
+from vmha.conf import monitoring
 from vmha.conf import notifications
 from vmha.conf import outbox
 
-_MODULES = (default, libvirt, events, notifications, masakari, bridge,
-            database, outbox)
+_MODULES = (default, libvirt, events, monitoring, audit, notifications,
+            masakari, bridge, database, outbox)
 
 
 def register_opts(conf):

@@ -16,7 +16,8 @@ Seconds a STOPPED event is held back before it is delivered.
 A later lifecycle event of the same domain within that time (a STARTED
 after a hard reboot, say) cancels it, so a reboot is not mistaken for a
 stop.  Definition changes (DEFINED, UNDEFINED) deliver it at once instead.
-The delay adds to how long a crashed VM takes to be reported.
+STOPPED_FAILED (QEMU died) and STOPPED_CRASHED (guest panic) are never
+part of a reboot and are never held back.
 
 Possible values:
 

@@ -65,6 +65,19 @@ MIGRATIONS = [
         """CREATE INDEX outbox_delivered ON outbox (delivered_at)
                WHERE delivered_at IS NOT NULL""",
     ]),
+    ('per-domain state and open failure episodes', [
+        # One row per domain the agent knows: its last known power state
+        # and, while a failure episode is open, what was reported for it
+        # (so a restart neither forgets a failure nor reports it twice).
+        """CREATE TABLE domain_state (
+               uuid TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               power_state TEXT NOT NULL,
+               state_reason TEXT NOT NULL,
+               updated_at REAL NOT NULL,
+               failure_cause TEXT,
+               failure_reported_at REAL)""",
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

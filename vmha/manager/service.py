@@ -2,15 +2,23 @@
 
 Start-up order: open the journal (a damaged or unwritable database stops
 the agent with a readable error), start the outbox sender (notifications
-left undelivered by the last run go out first), then connect to libvirt
-and start dispatching events to the listeners.  On SIGTERM or SIGINT:
-stop dispatching, then stop the sender; rows it could not send stay in
-the outbox for the next start.
+left undelivered by the last run go out first), connect to libvirt and
+start dispatching events to the listeners, then run the power-state
+audit at once, which compares every domain with what the journal knew
+before the restart.  On SIGTERM or SIGINT: stop dispatching (held-back
+STOPPED events are dropped and logged), stop the audit, then the sender;
+rows it could not send stay in the outbox for the next start.
 """
 
 import logging
 import signal
 import threading
+
+from vmha import concurrency
+from vmha.manager import audit as audit_lib
+from vmha.manager import failure_monitor
+from vmha.manager import selection
+from vmha.manager import state
 
 LOG = logging.getLogger(__name__)
 
@@ -22,14 +30,31 @@ class AgentService:
     :param host: this compute host's name
     :param sender: the ``OutboxSender``, or None for no notifications
     :param listeners: callables registered on the driver, in order
+    :param audit: the ``PowerStateAudit``, or None
     """
 
-    def __init__(self, driver, host, sender=None, listeners=()):
+    def __init__(self, driver, host, sender=None, listeners=(), audit=None):
         self.driver = driver
         self.host = host
         self.sender = sender
+        self.audit = audit
         self._listeners = list(listeners)
         self._stopped = threading.Event()
+
+    @classmethod
+    def from_conf(cls, conf, driver, journal, outbox, sender):
+        """The service with its monitors wired as ``conf`` says."""
+        reporter = failure_monitor.Reporter(
+            outbox, state.StateStore(journal), conf.host)
+        selector = selection.Selector.from_conf(conf, driver)
+        audit = audit_lib.PowerStateAudit(
+            driver, journal, reporter, selector,
+            concurrency.get(conf.concurrency_backend), conf.audit.interval)
+        monitor = failure_monitor.FailureMonitor(
+            driver, journal, reporter, selector,
+            conf.libvirt.connection_uri, on_resync=audit.request)
+        return cls(driver, conf.host, sender=sender, listeners=[monitor],
+                   audit=audit)
 
     def start(self):
         if self.sender is not None:
@@ -45,6 +70,8 @@ class AgentService:
         instances = self.driver.list_instances()
         LOG.info('vmha-agent on %s watching %d domain(s)', self.host,
                  len(instances))
+        if self.audit is not None:
+            self.audit.start()
 
     def _log_event(self, event):
         LOG.info('%s', event.describe())
@@ -63,6 +90,8 @@ class AgentService:
     def stop(self):
         self._stopped.set()
         self.driver.cleanup()
+        if self.audit is not None:
+            self.audit.stop()
         if self.sender is not None:
             self.sender.stop()
             self.sender.sink.close()

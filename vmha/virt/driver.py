@@ -66,6 +66,11 @@ class VirtDriver(metaclass=abc.ABCMeta):
         """One domain's InstanceInfo.  Raises DomainNotFound."""
 
     @abc.abstractmethod
+    def get_instance_metadata(self, uuid, namespace_uri):
+        """The domain's metadata element in ``namespace_uri`` as XML
+        text, or None.  Raises DomainNotFound."""
+
+    @abc.abstractmethod
     def guest_agent_command(self, uuid, command, timeout):
         """Send ``command`` (a dict) to the guest agent, return its reply.
 

@@ -115,6 +115,12 @@ LIFECYCLE_DETAIL_NAMES = {
     VIR_LIFECYCLE_CRASHED: ('PANICKED', 'CRASHLOADED'),
 }
 
+# STOPPED details that are never part of a reboot: delivered at once, so a
+# dead QEMU or a panic is reported without the STOPPED delay.
+STOPPED_FAILED = 5
+STOPPED_CRASHED = 2
+UNDELAYED_STOPPED_DETAILS = frozenset({STOPPED_FAILED, STOPPED_CRASHED})
+
 WATCHDOG_ACTION_NAMES = ('NONE', 'PAUSE', 'RESET', 'POWEROFF', 'SHUTDOWN',
                          'DEBUG', 'INJECTNMI')
 IO_ERROR_ACTION_NAMES = ('NONE', 'PAUSE', 'REPORT')

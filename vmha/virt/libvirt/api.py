@@ -29,6 +29,9 @@ _ERR_NO_SUPPORT = 3
 _ERR_NO_DOMAIN = 42
 _ERR_OPERATION_TIMEOUT = 68
 _ERR_AGENT_UNRESPONSIVE = 86
+_ERR_NO_DOMAIN_METADATA = 80
+_METADATA_ELEMENT = 2  # VIR_DOMAIN_METADATA_ELEMENT
+_STATS_STATE = 1  # VIR_DOMAIN_STATS_STATE
 
 # libvirt has one default event loop per process: remember which libvirt
 # modules (the real one, or a test's fake) already run theirs.
@@ -177,6 +180,17 @@ class Connection:
         return [Domain(self, dom)
                 for dom in self._call(self._conn.listAllDomains, 0)]
 
+    def domain_states(self):
+        """[(Domain, state, reason)] for every domain, in one call where
+        the driver can (getAllDomainStats), else one call per domain."""
+        try:
+            stats = self._call(self._conn.getAllDomainStats, _STATS_STATE, 0)
+        except exception.NotSupported:
+            return [(domain,) + domain.state()
+                    for domain in self.list_domains()]
+        return [(Domain(self, dom), values.get('state.state', 0),
+                 values.get('state.reason', 0)) for dom, values in stats]
+
     def lookup(self, uuid):
         return Domain(self, self._call(self._conn.lookupByUUIDString, uuid))
 
@@ -208,6 +222,16 @@ class Domain:
 
     def xml(self):
         return self._call(self._dom.XMLDesc, 0)
+
+    def metadata(self, namespace_uri):
+        """The domain's metadata element in ``namespace_uri`` (XML text),
+        or None when it has none."""
+        try:
+            return self._dom.metadata(_METADATA_ELEMENT, namespace_uri, 0)
+        except self._connection._lv.libvirtError as error:
+            if error.get_error_code() == _ERR_NO_DOMAIN_METADATA:
+                return None
+            raise _translate(error)
 
     def agent_command(self, command, timeout):
         """Send a guest-agent command (a dict); return the decoded reply."""

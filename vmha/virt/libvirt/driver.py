@@ -3,7 +3,6 @@
 import logging
 
 from vmha.virt import driver
-from vmha.virt import exception
 from vmha.virt import power_state
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import event_handler
@@ -97,12 +96,16 @@ class LibvirtDriver(driver.VirtDriver):
 
     def list_instances(self):
         infos = []
-        for domain in self.host.get_connection().list_domains():
-            try:
-                infos.append(self._info(domain))
-            except exception.DomainNotFound:
-                continue  # vanished between listing and asking: not ours
+        for domain, state, reason in self.host.get_connection(
+                ).domain_states():
+            power, state_reason = describe_state(state, reason)
+            infos.append(driver.InstanceInfo(domain.uuid, domain.name, power,
+                                             state_reason))
         return infos
+
+    def get_instance_metadata(self, uuid, namespace_uri):
+        return self.host.get_connection().lookup(uuid).metadata(
+            namespace_uri)
 
     def get_instance_info(self, uuid):
         return self._info(self.host.get_connection().lookup(uuid))

@@ -9,7 +9,8 @@ while the dispatcher has not yet drained them.
 Consumer side (the dispatcher): ``dispatch_pending`` drains the pipe, then
 the queue, builds typed events, holds STOPPED back for ``stopped_delay``
 seconds (cancelled by a later lifecycle event of the same domain, so a
-reboot is not mistaken for a stop) and hands the rest to ``deliver`` in
+reboot is not mistaken for a stop; STOPPED_FAILED and STOPPED_CRASHED,
+never part of a reboot, go at once) and hands the rest to ``deliver`` in
 arrival order.  Held-back events live in one heap, served by the same
 loop: no timer or thread per event.
 
@@ -179,6 +180,7 @@ class EventHandler:
                               event.vir_domain_event,
                               pending[2].vir_domain_event, event.uuid)
             if (event.transition == ev.EVENT_LIFECYCLE_STOPPED
+                    and event.detail not in ev.UNDELAYED_STOPPED_DETAILS
                     and self._stopped_delay > 0):
                 self._hold(event)
                 return

@@ -1,0 +1,300 @@
+"""Events and audits become decisions (fake libvirt, real SQLite journal).
+
+What a user notices: which instance.failure notifications land in the
+outbox (and so reach Masakari), with which (event, vir_domain_event) pair,
+and that operator actions only ever give instance.lifecycle.
+"""
+
+import pytest
+
+from tests.conftest import BACKEND
+from tests.fixtures import virt
+from vmha import concurrency
+from vmha.journal import db
+from vmha.journal import outbox as outbox_lib
+from vmha.manager import audit as audit_lib
+from vmha.manager import failure_monitor
+from vmha.manager import selection
+from vmha.manager import state
+
+RUNNING, PAUSED, SHUTOFF, CRASHED = 1, 3, 5, 6
+
+
+class Agent:
+    """One agent process: driver, journal, monitor and audit."""
+
+    def __init__(self, path, fake=None, include=('*',), exclude=(),
+                 stopped_delay=15.0):
+        self.driver = virt.make_driver(stopped_delay=stopped_delay,
+                                       fake=fake)
+        self.fake = self.driver.fake
+        self.journal = db.Journal(path)
+        self.outbox = outbox_lib.Outbox(self.journal)
+        self.reporter = failure_monitor.Reporter(
+            self.outbox, state.StateStore(self.journal), 'compute-1')
+        self.selector = selection.Selector(self.driver, include, exclude)
+        self.audit = audit_lib.PowerStateAudit(
+            self.driver, self.journal, self.reporter, self.selector,
+            concurrency.get(BACKEND))
+        self.monitor = failure_monitor.FailureMonitor(
+            self.driver, self.journal, self.reporter, self.selector,
+            'qemu:///system', on_resync=self.audit.request)
+        self.driver.register_event_listener(self.monitor)
+        self.driver.init_host()
+
+    def fire(self, dom, event_id, *args):
+        self.fake.connection.fire(event_id, dom, *args)
+
+    def dispatch(self):
+        self.driver.host.handler.dispatch_pending()
+
+    def messages(self, event_type):
+        return [m for m in self.outbox.pending(100000)
+                if m.event_type == event_type]
+
+    def failures(self):
+        return [(m.payload['vmha_object.data']['name'],
+                 m.payload['vmha_object.data']['cause'],
+                 m.payload['vmha_object.data']['event'],
+                 m.payload['vmha_object.data']['vir_domain_event'])
+                for m in self.messages('instance.failure')]
+
+    def close(self):
+        self.driver.cleanup()
+        self.journal.close()
+
+
+@pytest.fixture
+def agent(tmp_path):
+    agent = Agent(str(tmp_path / 'vmha.sqlite'))
+    yield agent
+    agent.close()
+
+
+QEMU_DIED = ('qemu_died', 'LIFECYCLE', 'STOPPED_FAILED')
+PANIC = ('guest_panic', 'LIFECYCLE', 'STOPPED_FAILED')
+IO = ('io_error', 'IO_ERROR', 'IO_ERROR_REPORT')
+WATCHDOG = ('watchdog', 'LIFECYCLE', 'STOPPED_FAILED')
+
+
+@pytest.mark.parametrize('events, state_after, expected', [
+    # QEMU died.
+    ([(0, 5, 5)], (SHUTOFF, 6), [QEMU_DIED]),
+    # Guest panic (pvpanic): CRASHED at once, STOPPED_CRASHED later.
+    ([(0, 8, 0), (0, 5, 2)], (SHUTOFF, 3), [PANIC]),
+    # I/O error pausing the guest: three events, one failure.
+    ([(4, '/d.qcow2', 'virtio-disk0', 1),
+      (6, '/d.qcow2', 'virtio-disk0', 1, 'enospc'), (0, 3, 2)],
+     (PAUSED, 5), [IO]),
+    ([(4, '/d.qcow2', 'virtio-disk0', 2)], (RUNNING, 1), [IO]),
+    # An I/O error the hypervisor ignored is no failure.
+    ([(4, '/d.qcow2', 'virtio-disk0', 0)], (RUNNING, 1), []),
+    # Watchdog pausing the guest.
+    ([(3, 1), (0, 3, 3)], (PAUSED, 6), [WATCHDOG]),
+    # Watchdog that reset the guest: for the record, not for Masakari.
+    ([(3, 2)], (RUNNING, 1), [('watchdog', 'WATCHDOG', 'WATCHDOG_RESET')]),
+    # Control error: a death if the domain is gone, else for the record.
+    ([(7,)], (SHUTOFF, 8), [QEMU_DIED]),
+    ([(7,)], (RUNNING, 1), [('control_error', 'CONTROL_ERROR', 'UNKNOWN')]),
+    # Operator and nova actions: never failures.
+    ([(0, 6, 1), (0, 5, 0)], (SHUTOFF, 1), []),   # shutdown in the guest
+    ([(0, 5, 1)], (SHUTOFF, 2), []),              # destroy
+    ([(0, 3, 0)], (PAUSED, 1), []),               # pause
+    ([(0, 5, 4)], (SHUTOFF, 5), []),              # save
+    ([(0, 3, 1), (0, 5, 3)], (SHUTOFF, 4), []),   # live migration away
+    ([(1,)], (RUNNING, 1), []),                   # guest reboot
+])
+def test_each_event_kind_gives_the_right_decision(agent, events, state_after,
+                                                  expected):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    agent.dispatch()
+    for event in events:
+        agent.fire(dom, *event)
+    dom.state_value = state_after
+    agent.dispatch()
+    agent.driver.clock.advance(60)  # release any held-back STOPPED
+    agent.dispatch()
+    assert [f[1:] for f in agent.failures()] == expected
+
+
+def test_operator_actions_are_recorded_as_lifecycle(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    agent.fire(dom, 0, 3, 0)
+    agent.fire(dom, 0, 4, 0)
+    agent.dispatch()
+    lifecycle = [m.payload['vmha_object.data']['vir_domain_event']
+                 for m in agent.messages('instance.lifecycle')]
+    assert lifecycle == ['STARTED_BOOTED', 'SUSPENDED_PAUSED',
+                         'RESUMED_UNPAUSED']
+    assert agent.failures() == []
+
+
+def test_a_stop_the_domain_already_recovered_from_is_not_reported(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 5, 5)
+    dom.state_value = (RUNNING, 1)  # nova restarted it before we looked
+    agent.dispatch()
+    assert agent.failures() == []
+
+
+def test_a_dead_transient_domain_is_still_reported(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 5, 5)
+    del agent.fake.domains[dom.UUIDString()]  # transient: gone when stopped
+    agent.dispatch()
+    assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+
+
+def test_one_report_per_episode_and_a_new_one_after_recovery(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 5, 5)
+    dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    agent.audit.run_once()  # sees SHUTOFF_FAILED once more: same episode
+    assert len(agent.failures()) == 1
+    dom.state_value = (RUNNING, 1)
+    agent.fire(dom, 0, 2, 0)  # Masakari restarted it
+    agent.fire(dom, 0, 5, 5)  # and it dies again
+    dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    assert len(agent.failures()) == 2
+
+
+def test_crash_storm_of_100_domains_gives_100_decisions(agent):
+    doms = [agent.fake.add_domain('vm-%03d' % i) for i in range(100)]
+    for dom in doms:
+        agent.fire(dom, 0, 5, 5)
+        dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    failures = agent.messages('instance.failure')
+    assert len(failures) == 100
+    assert {m.payload['vmha_object.data']['uuid'] for m in failures} == {
+        d.UUIDString() for d in doms}
+    assert agent.reporter.decisions_total == 100
+
+
+def test_delayed_stopped_absorbs_a_reboot(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 5, 1)  # hard reboot: destroy...
+    agent.fire(dom, 0, 2, 0)  # ...and start
+    agent.dispatch()
+    agent.driver.clock.advance(60)
+    agent.dispatch()
+    lifecycle = [m.payload['vmha_object.data']['vir_domain_event']
+                 for m in agent.messages('instance.lifecycle')]
+    assert lifecycle == ['STARTED_BOOTED']
+    assert agent.failures() == []
+
+
+def test_failure_during_an_agent_restart_is_found_by_the_audit(tmp_path):
+    path = str(tmp_path / 'vmha.sqlite')
+    first = Agent(path)
+    dom = first.fake.add_domain('vm-1')
+    first.fire(dom, 0, 2, 0)
+    first.dispatch()
+    first.close()
+    # While no agent runs, QEMU dies.
+    dom.state_value = (SHUTOFF, 6)
+    second = Agent(path, fake=first.fake)
+    assert second.audit.run_once() == 1
+    assert [f[1:] for f in second.failures()] == [QEMU_DIED]
+    assert second.audit.run_once() == 0  # once, not at every audit
+    second.close()
+    # A third start neither forgets nor repeats it.
+    third = Agent(path, fake=first.fake)
+    assert third.audit.run_once() == 0
+    assert len(third.failures()) == 1
+    third.close()
+
+
+@pytest.mark.parametrize('state_after, expected', [
+    ((SHUTOFF, 8), [QEMU_DIED]),  # libvirtd restarted, found QEMU dead
+    ((SHUTOFF, 3), [PANIC]),
+    ((CRASHED, 1), [PANIC]),
+    ((PAUSED, 5), [IO]),
+    ((PAUSED, 6), [WATCHDOG]),
+    ((SHUTOFF, 1), []),  # shut down while we were away: not a failure
+    ((SHUTOFF, 2), []),
+    ((PAUSED, 1), []),
+])
+def test_audit_finds_what_events_missed(agent, state_after, expected):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    agent.dispatch()
+    dom.state_value = state_after
+    agent.driver.clock.advance(1)
+    agent.audit.run_once()
+    assert [f[1:] for f in agent.failures()] == expected
+
+
+def test_audit_reports_a_vanished_running_domain_for_the_record(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    agent.dispatch()
+    del agent.fake.domains[dom.UUIDString()]
+    assert agent.audit.run_once() == 1
+    assert [f[1:] for f in agent.failures()] == [
+        ('vanished', 'LIFECYCLE', 'UNDEFINED_UNSEEN')]
+    assert agent.audit.run_once() == 0
+
+
+def test_audit_does_not_report_a_domain_it_never_saw_running(agent):
+    agent.fake.add_domain('old-wreck', state=SHUTOFF, reason=6)
+    assert agent.audit.run_once() == 0
+    assert agent.failures() == []
+
+
+def test_connection_restored_asks_for_an_audit(agent):
+    agent.fake.connection.close_by_peer(1)
+    agent.dispatch()
+    agent.driver.host.reconnect()
+    agent.audit._requested = False
+    agent.dispatch()
+    assert agent.audit._requested
+    kinds = [m.payload['vmha_object.data']['state']
+             for m in agent.messages('host.connection')]
+    assert kinds == ['lost', 'restored']
+
+
+def test_excluded_domains_are_not_monitored(tmp_path):
+    agent = Agent(str(tmp_path / 'vmha.sqlite'), exclude=('scratch-*',))
+    watched = agent.fake.add_domain('web-1')
+    ignored = agent.fake.add_domain('scratch-1')
+    for dom in (watched, ignored):
+        agent.fire(dom, 0, 5, 5)
+        dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    assert [f[0] for f in agent.failures()] == ['web-1']
+    agent.close()
+
+
+@pytest.mark.parametrize('xml, monitored', [
+    ('<monitoring enabled="false"/>', False),
+    ('<monitoring enabled="true"/>', True),
+    ('<monitoring enabled="maybe"/>', True),  # unclear: name rules decide
+    ('<monitoring enabled="false"', True),  # malformed: ignored
+    (None, True),
+])
+def test_metadata_opts_a_domain_out(agent, xml, monitored):
+    dom = agent.fake.add_domain('vm-1')
+    if xml is not None:
+        dom.metadata_elements[selection.NAMESPACE] = xml
+    agent.fire(dom, 0, 5, 5)
+    dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    assert bool(agent.failures()) == monitored
+
+
+def test_metadata_opt_in_beats_an_exclude_pattern(tmp_path):
+    agent = Agent(str(tmp_path / 'vmha.sqlite'), exclude=('*',))
+    dom = agent.fake.add_domain('vm-1')
+    dom.metadata_elements[selection.NAMESPACE] = (
+        '<vmha:monitoring xmlns:vmha="%s" enabled="true"/>'
+        % selection.NAMESPACE)
+    agent.fire(dom, 0, 5, 5)
+    dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    assert len(agent.failures()) == 1
+    agent.close()

@@ -1,0 +1,162 @@
+"""The power-state audit: find what events missed.
+
+Nova's ``_sync_power_states`` idea, with a decision instead of a nova
+call.  The audit lists every domain with its state in one libvirt call
+(off the eventlet hub), compares each with what the journal last knew,
+and for what changed unseen writes the new state and, if the change is a
+failure, reports it once (the same ``Reporter`` and failure episodes as
+the event path, so an event and the audit never both report it):
+
+* a domain the journal knew in another state, now shut off with a
+  failure reason (``SHUTOFF_FAILED``, ``SHUTOFF_CRASHED``, or
+  ``SHUTOFF_DAEMON``: libvirtd found QEMU dead when it came back), or
+  paused by an I/O error or the watchdog, or crashed;
+* a domain the journal knew running that no longer exists (reported for
+  the record as ``LIFECYCLE``/``UNDEFINED_UNSEEN``; Masakari ignores it,
+  since a nova delete while the agent was down looks the same);
+* a domain seen running again closes its failure episode.
+
+A domain first seen by the audit is only recorded: vmha does not know
+when it failed, or whether anyone still cares.  A row an event updated
+after the listing started is left alone (the event is newer).
+
+It runs at start-up, whenever ``request()`` is called (connection
+restored, events dropped) and every ``interval`` seconds; requests while
+it runs coalesce into one more run.  It runs as its own task, so event
+dispatch goes on meanwhile.
+"""
+
+import logging
+import time
+
+from vmha.manager import decisions
+from vmha.virt import exception
+from vmha.virt import power_state
+
+LOG = logging.getLogger(__name__)
+
+
+class PowerStateAudit:
+    """:param driver: the virt driver
+    :param journal: the Journal
+    :param reporter: the failure_monitor.Reporter
+    :param selector: the selection.Selector
+    :param backend: a vmha.concurrency backend
+    :param interval: seconds between periodic runs (<= 0: none)
+    """
+
+    def __init__(self, driver, journal, reporter, selector, backend,
+                 interval=60, clock=time.time):
+        self._driver = driver
+        self._journal = journal
+        self._reporter = reporter
+        self._store = reporter.store
+        self._selector = selector
+        self._backend = backend
+        self._interval = interval
+        self._clock = clock
+        self._wakeup = None
+        self._task = None
+        self._running = False
+        self._requested = False
+        self.runs = 0
+        self.last_duration = None
+        self.last_run_at = None
+
+    def request(self):
+        """Run as soon as possible (once, however often it is asked)."""
+        self._requested = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def start(self):
+        self._wakeup = self._backend.event()
+        self._running = True
+        self._requested = True  # the start-up audit
+        self._task = self._backend.spawn(self._loop, name='vmha-audit')
+
+    def stop(self, timeout=10):
+        self._running = False
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is not None:
+            self._task.join(timeout)
+            self._task = None
+
+    def _loop(self):
+        while self._running:
+            if not self._requested:
+                timeout = self._interval if self._interval > 0 else None
+                self._wakeup.wait(timeout)
+                self._wakeup.clear()
+                if not self._running:
+                    return
+            self._requested = False
+            try:
+                self.run_once()
+            except Exception:  # the audit must outlive any one failure
+                LOG.exception('Power-state audit failed; next one as '
+                              'scheduled')
+
+    def run_once(self):
+        """One audit; returns the number of failures it reported."""
+        started = self._clock()
+        try:
+            infos = self._backend.run_blocking(self._driver.list_instances)
+        except exception.HypervisorError as error:
+            LOG.warning('Power-state audit skipped: %s', error)
+            return 0
+        known = self._store.all()
+        reported = 0
+        for info in infos:
+            row = known.pop(info.uuid, None)
+            if not self._selector.is_monitored(info.uuid, info.name):
+                continue
+            reported += self._audit_one(info, row, started)
+        for row in known.values():
+            reported += self._vanished(row, started)
+        self.runs += 1
+        self.last_run_at = started
+        self.last_duration = self._clock() - started
+        LOG.info('Power-state audit: %d domain(s) in %.2fs, %d failure(s) '
+                 'reported', len(infos), self.last_duration, reported)
+        return reported
+
+    def _audit_one(self, info, row, started):
+        current = power_state.STATE_MAP[info.power_state]
+        if row is not None and (row.updated_at > started or (
+                row.power_state == current
+                and not (current == 'running' and row.failure_cause))):
+            return 0  # nothing new, or an event knows better
+        verdict = (decisions.from_state(info.state_reason)
+                   if row is not None else None)
+        with self._journal.transaction() as tx:
+            row = self._store.get(tx, info.uuid)
+            if row is not None and row.updated_at > started:
+                return 0
+            self._store.record(tx, info.uuid, info.name, current,
+                               info.state_reason, self._clock())
+            if current == 'running' and row is not None and \
+                    row.failure_cause:
+                LOG.info('%s (%s) runs again: failure episode (%s) closed',
+                         info.name, info.uuid, row.failure_cause)
+                self._store.close_failure(tx, info.uuid)
+            if verdict is not None:
+                return int(self._reporter.report(
+                    tx, row, info.uuid, info.name, verdict, self._clock()))
+        return 0
+
+    def _vanished(self, row, started):
+        if row.updated_at > started:
+            return 0  # defined after the listing: not vanished
+        with self._journal.transaction() as tx:
+            current = self._store.get(tx, row.uuid)
+            if current is None or current.updated_at > started:
+                return 0
+            self._store.forget(tx, row.uuid)
+            if current.power_state == 'running' and \
+                    not current.failure_cause:
+                return int(self._reporter.report(
+                    tx, current, row.uuid, row.name, decisions.vanished(),
+                    self._clock()))
+        return 0

@@ -1,0 +1,193 @@
+"""The instance failure monitor: dispatched events become decisions.
+
+For each event of a monitored domain, in one journal transaction:
+remember the domain's new power state, queue an ``instance.lifecycle``
+notification for a transition, and, when ``decisions.from_event`` calls
+it a failure, queue one ``instance.failure`` notification.  Failures that
+only hold while the domain is down are re-checked against its current
+state first (events race: nova may have restarted it already).  A
+recoverable failure opens an *episode* in the journal; the same domain is
+not reported again until it is seen running.
+
+Runs on the dispatcher: one transaction per event, no thread per event.
+The re-check is one local libvirt call (domain state is libvirtd's own
+bookkeeping; it never waits on QEMU).
+"""
+
+import datetime
+import logging
+import time
+
+from vmha.manager import decisions
+from vmha.objects import fields
+from vmha.objects import host_connection
+from vmha.objects import instance
+from vmha.virt import event as ev
+from vmha.virt import exception
+from vmha.virt import power_state
+
+LOG = logging.getLogger(__name__)
+
+# The power state a transition leaves the domain in.
+_POWER_STATE_AFTER = {
+    ev.EVENT_LIFECYCLE_STARTED: power_state.RUNNING,
+    ev.EVENT_LIFECYCLE_RESUMED: power_state.RUNNING,
+    ev.EVENT_LIFECYCLE_SHUTTING_DOWN: power_state.RUNNING,
+    ev.EVENT_LIFECYCLE_STOPPED: power_state.SHUTDOWN,
+    ev.EVENT_LIFECYCLE_PAUSED: power_state.PAUSED,
+    ev.EVENT_LIFECYCLE_POSTCOPY_STARTED: power_state.PAUSED,
+    ev.EVENT_LIFECYCLE_MIGRATION_COMPLETED: power_state.PAUSED,
+    ev.EVENT_LIFECYCLE_SUSPENDED: power_state.SUSPENDED,
+    ev.EVENT_LIFECYCLE_CRASHED: power_state.CRASHED,
+}
+
+
+def utc(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+
+
+class Reporter:
+    """Writes failure decisions and state into one journal transaction;
+    shared by the event path and the audit."""
+
+    def __init__(self, outbox, store, host, clock=time.time):
+        self.outbox = outbox
+        self.store = store
+        self.host = host
+        self.clock = clock
+        self.decisions_total = 0
+
+    def report(self, tx, row, uuid, name, verdict, when):
+        """Queue the failure unless its episode is already open.
+
+        :returns: True if a notification was queued
+        """
+        if decisions.recoverable(verdict):
+            if row is not None and row.failure_cause:
+                LOG.debug('%s (%s): %s already reported as %s', name, uuid,
+                          verdict.vir_domain_event, row.failure_cause)
+                return False
+            if row is None:
+                self.store.record(tx, uuid, name, 'pending',
+                                  verdict.vir_domain_event, self.clock())
+            self.store.open_failure(tx, uuid, verdict.cause, self.clock())
+        self.outbox.add(tx, instance.failure_notification(
+            self.host, uuid, name, verdict.event, verdict.vir_domain_event,
+            verdict.cause, utc(when), evidence=verdict.evidence
+        ).to_message())
+        self.decisions_total += 1
+        LOG.warning('Failure of %s (%s): %s, reported as %s/%s%s', name,
+                    uuid, verdict.cause, verdict.event,
+                    verdict.vir_domain_event,
+                    '' if decisions.recoverable(verdict)
+                    else ' (for the record: Masakari does not act on it)')
+        return True
+
+
+class FailureMonitor:
+    """A driver listener turning events into notifications and decisions.
+
+    :param driver: the virt driver (current-state re-checks)
+    :param journal: the ``Journal``
+    :param reporter: the ``Reporter``
+    :param selector: a ``selection.Selector``
+    :param uri: the libvirt URI, for host.connection notifications
+    :param on_resync: called when the audit should run now (connection
+        restored, events dropped)
+    """
+
+    def __init__(self, driver, journal, reporter, selector, uri,
+                 on_resync=None):
+        self._driver = driver
+        self._journal = journal
+        self._reporter = reporter
+        self._store = reporter.store
+        self._outbox = reporter.outbox
+        self._selector = selector
+        self._uri = uri
+        self._on_resync = on_resync or (lambda: None)
+
+    def __call__(self, event):
+        if isinstance(event, ev.InstanceEvent):
+            if isinstance(event, ev.LifecycleEvent) and \
+                    event.transition in ev.CONFIG_TRANSITIONS:
+                self._selector.forget(event.uuid)
+            if self._selector.is_monitored(event.uuid, event.name):
+                self._instance_event(event)
+        elif isinstance(event, ev.HostEvent):
+            self._host_event(event)
+
+    def _instance_event(self, event):
+        verdict = self._recheck(event, decisions.from_event(event))
+        with self._journal.transaction() as tx:
+            row = self._store.get(tx, event.uuid)
+            if isinstance(event, ev.LifecycleEvent):
+                self._record_transition(tx, row, event)
+            if verdict is not None:
+                self._reporter.report(tx, row, event.uuid, event.name,
+                                      verdict, event.timestamp)
+
+    def _recheck(self, event, verdict):
+        if verdict is None or not (
+                verdict.needs_stopped
+                or verdict.cause == fields.FailureCause.CONTROL_ERROR):
+            return verdict
+        try:
+            info = self._driver.get_instance_info(event.uuid)
+        except exception.DomainNotFound:
+            info = None  # a transient domain is gone once it stops
+        except exception.HypervisorError as error:
+            LOG.warning('Cannot re-check %s (%s) before reporting %s: %s; '
+                        'reporting anyway', event.name, event.uuid,
+                        verdict.vir_domain_event, error)
+            return verdict
+        if verdict.cause == fields.FailureCause.CONTROL_ERROR:
+            return decisions.from_control_error(verdict, info)
+        if info is not None and info.power_state == power_state.RUNNING:
+            LOG.info('%s (%s): %s, but the domain runs again (%s): no '
+                     'failure to report', event.name, event.uuid,
+                     verdict.vir_domain_event, info.state_reason)
+            return None
+        return verdict
+
+    def _record_transition(self, tx, row, event):
+        now = self._reporter.clock()
+        if event.transition == ev.EVENT_LIFECYCLE_UNDEFINED:
+            self._store.forget(tx, event.uuid)
+        elif event.transition != ev.EVENT_LIFECYCLE_DEFINED:
+            power = _POWER_STATE_AFTER.get(event.transition,
+                                           power_state.NOSTATE)
+            self._store.record(tx, event.uuid, event.name,
+                               power_state.STATE_MAP[power],
+                               event.vir_domain_event, now)
+            if power == power_state.RUNNING and row is not None \
+                    and row.failure_cause:
+                LOG.info('%s (%s) runs again: failure episode (%s) closed',
+                         event.name, event.uuid, row.failure_cause)
+                self._store.close_failure(tx, event.uuid)
+        self._outbox.add(tx, instance.lifecycle_notification(
+            self._reporter.host, event.uuid, event.name,
+            power_state.STATE_MAP[_POWER_STATE_AFTER.get(
+                event.transition, power_state.NOSTATE)],
+            event.transition_name, event.event_name, event.vir_domain_event,
+            utc(event.timestamp)).to_message())
+
+    def _host_event(self, event):
+        if isinstance(event, ev.ConnectionLostEvent):
+            self._queue(host_connection.host_connection_notification(
+                self._reporter.host, self._uri, fields.ConnectionState.LOST,
+                utc(event.timestamp), reason=event.reason))
+        elif isinstance(event, ev.ConnectionRestoredEvent):
+            self._queue(host_connection.host_connection_notification(
+                self._reporter.host, self._uri,
+                fields.ConnectionState.RESTORED, utc(event.timestamp),
+                outage_seconds=event.outage_seconds,
+                attempts=event.attempts))
+            self._on_resync()
+        elif isinstance(event, ev.ResyncRequiredEvent):
+            self._on_resync()
+
+    def _queue(self, notification):
+        with self._journal.transaction() as tx:
+            self._outbox.add(tx, notification.to_message())
+

@@ -1,0 +1,57 @@
+"""Per-domain state in the journal: last known power state, open failure.
+
+A failure *episode* opens when a recoverable failure is reported and
+closes when the domain is seen running again; while it is open, the same
+domain is not reported again (a panic gives CRASHED then STOPPED_CRASHED;
+an I/O error gives three events; the audit sees the result once more).
+Every method except ``all`` takes the caller's journal transaction, so
+the state change and the notification it causes commit together.
+"""
+
+import collections
+
+DomainState = collections.namedtuple(
+    'DomainState', ['uuid', 'name', 'power_state', 'state_reason',
+                    'updated_at', 'failure_cause', 'failure_reported_at'])
+
+_COLUMNS = ', '.join(DomainState._fields)
+
+
+class StateStore:
+    """The ``domain_state`` table of a ``vmha.journal.db.Journal``."""
+
+    def __init__(self, journal):
+        self.journal = journal
+
+    def get(self, tx, uuid):
+        row = tx.execute('SELECT %s FROM domain_state WHERE uuid = ?'
+                         % _COLUMNS, (uuid,)).fetchone()
+        return DomainState(*row) if row else None
+
+    def all(self):
+        """Every known domain, by UUID (a read outside any transaction)."""
+        return {row[0]: DomainState(*row) for row in self.journal.query(
+            'SELECT %s FROM domain_state' % _COLUMNS)}
+
+    def record(self, tx, uuid, name, power_state, state_reason, when):
+        """Remember the domain's power state; an open episode stays."""
+        tx.execute(
+            'INSERT INTO domain_state (uuid, name, power_state, '
+            'state_reason, updated_at) VALUES (?, ?, ?, ?, ?) '
+            'ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, '
+            'power_state = excluded.power_state, '
+            'state_reason = excluded.state_reason, '
+            'updated_at = excluded.updated_at',
+            (uuid, name, power_state, state_reason, when))
+
+    def open_failure(self, tx, uuid, cause, when):
+        tx.execute('UPDATE domain_state SET failure_cause = ?, '
+                   'failure_reported_at = ? WHERE uuid = ?',
+                   (cause, when, uuid))
+
+    def close_failure(self, tx, uuid):
+        tx.execute('UPDATE domain_state SET failure_cause = NULL, '
+                   'failure_reported_at = NULL WHERE uuid = ?', (uuid,))
+
+    def forget(self, tx, uuid):
+        tx.execute('DELETE FROM domain_state WHERE uuid = ?', (uuid,))
