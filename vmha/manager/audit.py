@@ -107,14 +107,24 @@ class PowerStateAudit:
             LOG.warning('Power-state audit skipped: %s', error)
             return 0
         known = self._store.all()
-        reported = 0
+        changed = []
         for info in infos:
             row = known.pop(info.uuid, None)
-            if not self._selector.is_monitored(info.uuid, info.name):
-                continue
-            reported += self._audit_one(info, row, started)
-        for row in known.values():
-            reported += self._vanished(row, started)
+            if self._selector.is_monitored(info.uuid, info.name) and \
+                    self._changed(info, row, started):
+                changed.append(info)
+        reported = 0
+        # Chunks of domains per transaction: one fsync per domain would
+        # make the first audit of a big host last seconds, and a chunk
+        # still holds the journal lock for only milliseconds.
+        for chunk in _chunks(changed, CHUNK):
+            with self._journal.transaction() as tx:
+                for info in chunk:
+                    reported += self._audit_one(tx, info, started)
+        for chunk in _chunks(list(known.values()), CHUNK):
+            with self._journal.transaction() as tx:
+                for row in chunk:
+                    reported += self._vanished(tx, row, started)
         self.runs += 1
         self.last_run_at = started
         self.last_duration = self._clock() - started
@@ -122,41 +132,50 @@ class PowerStateAudit:
                  'reported', len(infos), self.last_duration, reported)
         return reported
 
-    def _audit_one(self, info, row, started):
+    @staticmethod
+    def _changed(info, row, started):
+        if row is None:
+            return True
+        if row.updated_at > started:
+            return False  # an event knows better
         current = power_state.STATE_MAP[info.power_state]
-        if row is not None and (row.updated_at > started or (
-                row.power_state == current
-                and not (current == 'running' and row.failure_cause))):
-            return 0  # nothing new, or an event knows better
-        verdict = (decisions.from_state(info.state_reason)
-                   if row is not None else None)
-        with self._journal.transaction() as tx:
-            row = self._store.get(tx, info.uuid)
-            if row is not None and row.updated_at > started:
-                return 0
-            self._store.record(tx, info.uuid, info.name, current,
-                               info.state_reason, self._clock())
-            if current == 'running' and row is not None and \
-                    row.failure_cause:
-                LOG.info('%s (%s) runs again: failure episode (%s) closed',
-                         info.name, info.uuid, row.failure_cause)
-                self._store.close_failure(tx, info.uuid)
-            if verdict is not None:
-                return int(self._reporter.report(
-                    tx, row, info.uuid, info.name, verdict, self._clock()))
+        return row.power_state != current or (
+            current == 'running' and bool(row.failure_cause))
+
+    def _audit_one(self, tx, info, started):
+        row = self._store.get(tx, info.uuid)
+        if row is not None and not self._changed(info, row, started):
+            return 0
+        current = power_state.STATE_MAP[info.power_state]
+        self._store.record(tx, info.uuid, info.name, current,
+                           info.state_reason, self._clock())
+        if current == 'running' and row is not None and row.failure_cause:
+            LOG.info('%s (%s) runs again: failure episode (%s) closed',
+                     info.name, info.uuid, row.failure_cause)
+            self._store.close_failure(tx, info.uuid)
+        if row is None:
+            return 0  # first sight: recorded, never reported
+        verdict = decisions.from_state(info.state_reason)
+        if verdict is None:
+            return 0
+        return int(self._reporter.report(tx, row, info.uuid, info.name,
+                                         verdict, self._clock()))
+
+    def _vanished(self, tx, row, started):
+        current = self._store.get(tx, row.uuid)
+        if current is None or current.updated_at > started:
+            return 0  # gone already, or defined after the listing
+        self._store.forget(tx, row.uuid)
+        if current.power_state == 'running' and not current.failure_cause:
+            return int(self._reporter.report(
+                tx, current, row.uuid, row.name, decisions.vanished(),
+                self._clock()))
         return 0
 
-    def _vanished(self, row, started):
-        if row.updated_at > started:
-            return 0  # defined after the listing: not vanished
-        with self._journal.transaction() as tx:
-            current = self._store.get(tx, row.uuid)
-            if current is None or current.updated_at > started:
-                return 0
-            self._store.forget(tx, row.uuid)
-            if current.power_state == 'running' and \
-                    not current.failure_cause:
-                return int(self._reporter.report(
-                    tx, current, row.uuid, row.name, decisions.vanished(),
-                    self._clock()))
-        return 0
+
+CHUNK = 500
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
