@@ -5,6 +5,12 @@ pipe, dispatcher of the configured backend), then defines, starts, pauses,
 resumes, hard-reboots and destroys a few domains, printing each event the
 moment it is dispatched.  The hard reboot shows the STOPPED delay at work:
 its STOPPED is cancelled by the restart and never printed.
+
+With ``make_agent`` (what ``vmha-agent --demo`` passes), the whole agent
+runs: every notification it sends is printed under the event that caused
+it, and the scenario ends with an agent restart: while it is down, one
+domain is shut down and another disappears; the start-up audit records
+the first and reports the second, once.
 """
 
 import sys
@@ -49,16 +55,120 @@ def _step(out, text):
     out.flush()
 
 
-def run(driver, stopped_delay, out=None, sleep=time.sleep):
-    """Run the scenario; return 0 when every expected event was seen."""
+class NotificationPrinter:
+    """A sink that prints what would go on the bus, one line each."""
+
+    name = 'demo'
+
+    def __init__(self, out):
+        self.out = out
+        self.messages = []
+
+    def send(self, message):
+        self.messages.append(message)
+        data = message.payload.get('vmha_object.data', {})
+        if message.event_type == 'instance.failure':
+            what = 'FAILURE %s: %s/%s%s' % (
+                data.get('cause'), data.get('event'),
+                data.get('vir_domain_event'),
+                '' if (data.get('event'), data.get('vir_domain_event')) in (
+                    ('LIFECYCLE', 'STOPPED_FAILED'),
+                    ('IO_ERROR', 'IO_ERROR_REPORT'),
+                    ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED'))
+                else ' (recorded; Masakari does not act on it)')
+        elif message.event_type == 'instance.lifecycle':
+            what = '%s, no failure' % data.get('transition')
+        else:
+            what = data.get('state', '')
+        self.out.write('             => %-19s %s %s\n' % (
+            message.event_type, data.get('name', data.get('uri', '')),
+            what))
+        self.out.flush()
+
+    def close(self):
+        pass
+
+
+def run(driver, stopped_delay, out=None, sleep=time.sleep, make_agent=None):
+    """Run the scenario; return 0 when every expected event was seen.
+
+    :param make_agent: ``callable(driver, sink)`` returning an
+        AgentService over ``driver`` that sends to ``sink``; None runs
+        the event pipeline alone
+    """
     out = out or sys.stdout
     printer = EventPrinter(out, time.monotonic())
     driver.register_event_listener(printer)
-    driver.init_host()
+    sink = NotificationPrinter(out) if make_agent else None
+    agent = make_agent(driver, sink) if make_agent else None
+    if agent:
+        agent.start()
+    else:
+        driver.init_host()
     try:
-        return _scenario(driver, printer, stopped_delay, out, sleep)
+        result = _scenario(driver, printer, stopped_delay, out, sleep)
+        if agent and result == 0:
+            first, agent = agent, None
+            result = _restart(make_agent, first, sink, printer, out, sleep)
+        elif result == 0:
+            out.write('demo OK\n')
+        return result
     finally:
-        driver.cleanup()
+        if agent:
+            agent.stop()
+        else:
+            driver.cleanup()
+
+
+def _restart(make_agent, first_agent, sink, printer, out, sleep):
+    """The agent stops; two domains change unseen; the audit finds out."""
+    conn = first_agent.driver.host.get_connection()
+    apps = {}
+    _step(out, 'define and start demo-app-1 and demo-app-2 (persistent)')
+    for name in ('demo-app-1', 'demo-app-2'):
+        apps[name] = conn.define_domain(
+            _XML % {'name': name, 'uuid': uuid_lib.uuid4()})
+        apps[name].start()
+    _wait(lambda: all(printer.seen(n, 'STARTED_BOOTED') for n in apps),
+          5, sleep)
+    _wait(lambda: not first_agent.sender.outbox.depth(), 5, sleep)
+    first_agent.stop()
+    _step(out, 'agent stopped; meanwhile demo-app-1 is shut down and '
+               'demo-app-2 disappears (destroyed and undefined)')
+    apps['demo-app-1'].shutdown()
+    apps['demo-app-2'].destroy()
+    apps['demo-app-2'].undefine()
+    _step(out, 'agent started again: the start-up audit compares every '
+               'domain with the journal')
+    agent = make_agent(None, sink)
+    agent.driver.register_event_listener(printer)
+    agent.start()
+    try:
+        _wait(lambda: any(m.event_type == 'instance.failure'
+                          for m in sink.messages), 5, sleep)
+        sleep(0.3)
+        agent.driver.host.get_connection().lookup(
+            apps['demo-app-1'].uuid).undefine()
+    finally:
+        agent.stop()
+    failures = [m for m in sink.messages
+                if m.event_type == 'instance.failure']
+    names = [m.payload['vmha_object.data']['name'] for m in failures]
+    out.write('\ndecisions: %d failure(s) reported (%s); %d notification(s) '
+              'in all\n' % (len(failures), ', '.join(names) or 'none',
+                            len(sink.messages)))
+    if names != ['demo-app-2']:
+        out.write('demo FAILED: expected exactly one failure, for '
+                  'demo-app-2\n')
+        return 1
+    out.write('demo OK\n')
+    return 0
+
+
+def _wait(predicate, timeout, sleep):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        sleep(0.05)
 
 
 def _scenario(driver, printer, stopped_delay, out, sleep):
@@ -123,5 +233,4 @@ def _scenario(driver, printer, stopped_delay, out, sleep):
     if missing or not absorbed:
         out.write('demo FAILED: missing events %s\n' % missing)
         return 1
-    out.write('demo OK\n')
     return 0

@@ -4,7 +4,10 @@
 ``test:///default`` driver and prints every event it dispatches.
 """
 
+import logging
+import os
 import sys
+import tempfile
 
 from oslo_config import cfg
 from oslo_log import log
@@ -31,6 +34,9 @@ def parse_config(argv, prog='vmha-agent'):
         # Explicit settings still win: these only change defaults.
         conf.set_default('connection_uri', 'test:///default', group='libvirt')
         conf.set_default('stopped_delay', 1.0, group='events')
+        conf.set_default('path', os.path.join(
+            tempfile.mkdtemp(prefix='vmha-demo-'), 'vmha.sqlite'),
+            group='database')
     vmha.conf.validate(conf)
     return conf
 
@@ -56,17 +62,30 @@ def main(argv=None):
 
     objects.register_all()
     driver = libvirt_driver.LibvirtDriver.from_conf(conf)
-    if conf.demo:
-        from vmha import demo
-        try:
-            return demo.run(driver, conf.events.stopped_delay)
-        except exception.ConnectionFailed as error:
-            return _fail('cannot connect to %s: %s'
-                         % (conf.libvirt.connection_uri, error))
     try:
         journal = db.Journal.from_conf(conf)
     except db.JournalError as error:
         return _fail(str(error))
+    if conf.demo:
+        from vmha import demo
+        if not conf.debug:
+            # The demo prints its own story; the agent's INFO lines would
+            # say everything twice.
+            logging.getLogger('vmha').setLevel(logging.WARNING)
+
+        def make_agent(demo_driver, sink):
+            demo_driver = (demo_driver
+                           or libvirt_driver.LibvirtDriver.from_conf(conf))
+            outbox = outbox_lib.Outbox(journal)
+            sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
+            return service.AgentService.from_conf(conf, demo_driver, journal,
+                                                  outbox, sender)
+        try:
+            return demo.run(driver, conf.events.stopped_delay,
+                            make_agent=make_agent)
+        except exception.ConnectionFailed as error:
+            return _fail('cannot connect to %s: %s'
+                         % (conf.libvirt.connection_uri, error))
     try:
         sink = sinks.load_sink(conf)
     except ValueError as error:
