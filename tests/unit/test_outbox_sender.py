@@ -103,15 +103,15 @@ def write(outbox, *numbers_to_write):
 
 # --- one pass ---------------------------------------------------------------
 
-def test_delivers_in_order_and_marks_each_right_after_sending(
+def test_delivers_in_order_and_marks_the_pass_delivered_at_once(
         outbox, clock):
     sink = FakeSink(outbox)
     write(outbox, 1, 2, 3)
     sender = make_sender(outbox, sink, clock)
     assert sender.run_once() is None  # nothing left
     assert sink.numbers() == [1, 2, 3]
-    # The outbox depth each send saw: the previous one was already marked.
-    assert sink.depth_seen == [3, 2, 1]
+    # One mark (one fsync) for the whole pass, after the last send.
+    assert sink.depth_seen == [3, 3, 3]
     assert outbox.depth() == 0
     assert sender.sent_total == 3
     assert sender.run_once() is None
@@ -243,21 +243,21 @@ def test_a_journal_failure_after_sending_means_a_resend_not_a_loss(
         outbox, sink, clock):
     write(outbox, 1, 2)
     sender = make_sender(outbox, sink, clock)
-    real_mark = outbox.mark_delivered
+    real_mark = outbox.mark_many_delivered
     failures = [db.JournalError(outbox.journal.path, 'disk I/O error')]
 
-    def mark_delivered(message_id, when):
+    def mark_many_delivered(message_ids, when):
         if failures:
             raise failures.pop()
-        return real_mark(message_id, when)
-    outbox.mark_delivered = mark_delivered
+        return real_mark(message_ids, when)
+    outbox.mark_many_delivered = mark_many_delivered
 
     assert sender.run_once() > 0
     assert 'disk I/O error' in sender.last_error
     assert sender.run_once() is None
-    # Sent twice with the same id, so the consumer can drop the copy.
-    assert sink.numbers() == [1, 1, 2]
-    assert sink.sent[0].message_id == sink.sent[1].message_id
+    # Sent twice with the same ids, so the consumer can drop the copies.
+    assert sink.numbers() == [1, 2, 1, 2]
+    assert sink.sent[0].message_id == sink.sent[2].message_id
     assert outbox.depth() == 0
 
 

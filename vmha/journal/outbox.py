@@ -128,6 +128,18 @@ class Outbox:
                 (when, message_id))
             return cursor.rowcount == 1
 
+    def mark_many_delivered(self, message_ids, when):
+        """``mark_delivered`` for several ids in one transaction (one
+        fsync); returns how many undelivered rows it marked."""
+        if not message_ids:
+            return 0
+        with self.journal.transaction() as tx:
+            cursor = tx.executemany(
+                'UPDATE outbox SET delivered_at = ? '
+                'WHERE message_id = ? AND delivered_at IS NULL',
+                [(when, message_id) for message_id in message_ids])
+            return cursor.rowcount
+
     def prune(self, retention_seconds, now):
         """Delete rows delivered more than ``retention_seconds`` before
         ``now``; undelivered rows are never pruned.  Returns the count."""

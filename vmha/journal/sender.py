@@ -104,29 +104,43 @@ class OutboxSender:
             messages = self.outbox.pending(self._batch_size)
         except db.JournalError as error:
             return self._journal_failed(error, 'read the outbox')
+        # Marks are written once per pass (one fsync for the batch, not
+        # one per message): a crash before the mark resends at most one
+        # batch, with the same message ids, which consumers drop.
+        sent = []
         for message in messages:
             try:
                 self.sink.send(message)
             except base.DeliveryError as error:
-                return self._send_failed(message, error, unexpected=False)
+                return self._mark(sent) or self._send_failed(
+                    message, error, unexpected=False)
             except Exception as error:
                 # A bug in a sink must not kill the sender: the row is
                 # retried like any failure, and never skipped.
-                return self._send_failed(message, error, unexpected=True)
-            try:
-                self.outbox.mark_delivered(message.message_id,
-                                           self._clock())
-            except db.JournalError as error:
-                return self._journal_failed(
-                    error, 'mark notification %s delivered (it was sent '
-                    'and will be sent again)' % message.message_id)
+                return self._mark(sent) or self._send_failed(
+                    message, error, unexpected=True)
+            sent.append(message.message_id)
             self.sent_total += 1
             self._succeeded()
-            # Let the writers run between two fsyncs under eventlet.
+            # Let the writers run between two sends under eventlet.
             self._backend.sleep(0)
+        failed = self._mark(sent)
+        if failed is not None:
+            return failed
         self._succeeded()
         if len(messages) == self._batch_size:
             return 0
+        return None
+
+    def _mark(self, message_ids):
+        """Mark sent messages delivered; the backoff delay if that fails
+        (they were sent and will be sent again), else None."""
+        try:
+            self.outbox.mark_many_delivered(message_ids, self._clock())
+        except db.JournalError as error:
+            return self._journal_failed(
+                error, 'mark %d sent notification(s) delivered (they will '
+                'be sent again)' % len(message_ids))
         return None
 
     def _succeeded(self):
