@@ -45,10 +45,12 @@ Related options:
                default=100,
                min=1,
                help="""
-Most undelivered notifications read from the journal at a time.
+Most undelivered notifications sent in one pass.
 
-Each one is still sent and marked delivered on its own; the batch only
-bounds one read.
+They are sent one by one, in order, and marked delivered together at the
+end of the pass (one disk sync).  An agent killed in the middle of a pass
+sends at most this many again at its next start, with the same message
+ids, which consumers drop.
 
 Possible values:
 
