@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # the stage functions are called by run_stage
 # Every check CI runs, after tools/setup.sh:
-#   ruff check, the sample config check, and pytest on tests/unit and
-#   tests/functional once per concurrency backend (eventlet, threading).
+#   ruff check, the sample config check, and pytest on tests/unit,
+#   tests/functional and tests/integration once per concurrency backend
+#   (eventlet, threading).  The integration tests install and start what
+#   they need themselves: RabbitMQ, masakari-api, libvirtd and QEMU guests.
 # All stages run even when one fails; a summary closes the output and the
 # exit status is non-zero when any stage failed.
 #
@@ -19,7 +21,7 @@ if ! tools/setup.sh; then
 fi
 
 VENV=$PWD/.venv
-TEST_DIRS=(tests/unit tests/functional)
+TEST_DIRS=(tests/unit tests/functional tests/integration)
 BACKENDS=(eventlet threading)
 # Seconds one pytest run may take before it is stopped.
 PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1200}

@@ -26,12 +26,14 @@ executor thread waits for that one to finish.
 Across bridge copies, this memory is not shared.  Copies in one
 ``[bridge] pool`` share one queue, so each delivery goes to one copy; a
 copy sees an id another copy forwarded only when that copy died between
-Masakari's answer and the acknowledgement (the broker redelivers).  What
-protects then is Masakari's own check: the same host and payload
-(vmha sends the same ``generated_time`` every time) within 180 s of a
-notification still new or running is answered 409, which is taken as
-done.  A redelivery later than that, after the recovery finished, would
-be a new notification to Masakari.
+Masakari's answer and the acknowledgement (the broker redelivers), or
+when this process restarted.  What protects then is Masakari's own check
+(masakari 22): a stored notification of the same type, host and payload
+whose ``generated_time`` is at most 180 s before the new one's, whatever
+its status, makes the new one a duplicate (409, taken as done).  vmha
+sends the same ``generated_time`` on every resend of a failure, so a
+resend is a duplicate however late it comes, for as long as Masakari
+keeps the first row (tests/integration/test_agent_crash.py).
 """
 
 import collections
