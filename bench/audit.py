@@ -48,10 +48,11 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
+
+import workers
 
 URI = 'test:///default'
 PHASES = ('first', 'steady', 'destroyed', 'vanished')
@@ -333,20 +334,8 @@ def run_worker(size, args):
     command += ['--profile'] if args.profile else []
     command += ['--db-dir', args.db_dir] if args.db_dir else []
     timeout = 120 + 0.1 * size * (5 if args.profile else 1)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        problem = proc.returncode and 'CRASHED (exit %d)' % proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        problem = 'HUNG for %.0f s, killed' % timeout
-    phases = {'size': size}
-    for line in out.splitlines():
-        if line.startswith('{'):
-            result = json.loads(line)
-            phases[result.pop('phase')] = result
+    results, problem, err = workers.run(command, timeout)
+    phases = {'size': size, **workers.by_phase(results)}
     if not problem and PHASES[-1] not in phases:
         problem = 'ended early'
     problems = [p for phase in PHASES if phase in phases

@@ -31,9 +31,10 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
+
+import workers
 
 URI = 'test:///default'
 MODES = ('eventlet', 'threading')
@@ -239,20 +240,8 @@ def run_worker(mode, args, paced):
                str(args.paced_rate), '--paced-seconds',
                str(args.paced_seconds if paced else 0)]
     timeout = 120 + 0.02 * args.pairs + 3 * args.paced_seconds
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        problem = proc.returncode and 'CRASHED (exit %d)' % proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        problem = 'HUNG for %.0f s, killed' % timeout
-    phases = {'mode': mode}
-    for line in out.splitlines():
-        if line.startswith('{'):
-            result = json.loads(line)
-            phases[result.pop('phase')] = result
+    results, problem, err = workers.run(command, timeout)
+    phases = {'mode': mode, **workers.by_phase(results)}
     if not problem and not ('saturated' in phases
                             and ('paced' in phases or not paced)):
         problem = 'ended early'

@@ -56,6 +56,8 @@ import threading
 import time
 import uuid
 
+import workers
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ('bare', 'vmha')
 TARGET_RATIO = 0.8
@@ -427,17 +429,8 @@ def run_worker(phase, args, url):
     if args.journal_dir:
         command += ['--journal-dir', args.journal_dir]
     timeout = 180 + 0.05 * args.count
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        problem = proc.returncode and 'CRASHED (exit %d)' % proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        problem = 'HUNG for %.0f s, killed' % timeout
-    lines = [line for line in out.splitlines() if line.startswith('{')]
-    result = json.loads(lines[-1]) if lines else None
+    results, problem, err = workers.run(command, timeout)
+    result = results[-1] if results else None
     if not problem and result is None:
         problem = 'ended without a result'
     if problem:
