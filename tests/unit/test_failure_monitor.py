@@ -298,3 +298,70 @@ def test_metadata_opt_in_beats_an_exclude_pattern(tmp_path):
     agent.dispatch()
     assert len(agent.failures()) == 1
     agent.close()
+
+
+def test_a_failed_incoming_migration_is_not_a_failure(agent):
+    """Regression: libvirt stops an incoming domain with STOPPED_FAILED
+    when a live migration fails; the instance runs on at the source."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 1)  # STARTED_MIGRATED: incoming, not resumed
+    agent.dispatch()
+    agent.fire(dom, 0, 5, 5)
+    del agent.fake.domains[dom.UUIDString()]
+    agent.dispatch()
+    assert agent.failures() == []
+    assert 'STOPPED_FAILED' in [
+        m.payload['vmha_object.data']['vir_domain_event']
+        for m in agent.messages('instance.lifecycle')]
+
+
+def test_a_guest_running_its_crash_kernel_is_left_alone(agent):
+    """Regression: CRASHED_CRASHLOADED means kdump runs; stopping the
+    guest would lose the dump."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 8, 1)
+    agent.dispatch()
+    assert agent.failures() == []
+
+
+def test_a_panic_the_guest_restarted_from_is_not_reported(agent):
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 8, 0)  # on_crash=restart: running again already
+    agent.dispatch()
+    assert agent.failures() == []
+
+
+def test_audit_sees_a_failure_behind_an_unchanged_power_state(agent):
+    """Regression: stopped by an operator, then started and crashed while
+    the agent was away: still 'shutdown', but now SHUTOFF_FAILED."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 5, 0)
+    dom.state_value = (SHUTOFF, 1)
+    agent.dispatch()
+    agent.driver.clock.advance(60)
+    agent.dispatch()
+    agent.audit.run_once()
+    assert agent.failures() == []
+    dom.state_value = (SHUTOFF, 6)
+    assert agent.audit.run_once() == 1
+    assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+    assert agent.audit.run_once() == 0
+
+
+def test_a_metadata_lookup_error_is_asked_again(agent):
+    """Regression: a passing libvirt error was cached as the answer."""
+    from tests.fixtures import fakelibvirt
+    dom = agent.fake.add_domain('vm-1')
+    calls = []
+
+    def flaky(kind, uri, flags=0):
+        calls.append(uri)
+        if len(calls) == 1:
+            raise fakelibvirt.libvirtError('connection reset',
+                                           fakelibvirt.VIR_ERR_SYSTEM_ERROR)
+        return '<monitoring enabled="false"/>'
+    dom.metadata = flaky
+    assert agent.selector.is_monitored(dom.UUIDString(), 'vm-1')
+    assert not agent.selector.is_monitored(dom.UUIDString(), 'vm-1')
+    assert not agent.selector.is_monitored(dom.UUIDString(), 'vm-1')
+    assert len(calls) == 2

@@ -139,8 +139,13 @@ class PowerStateAudit:
         if row.updated_at > started:
             return False  # an event knows better
         current = power_state.STATE_MAP[info.power_state]
+        # A failure state the journal has not seen counts even when the
+        # power state is the same (stopped by an operator, then started
+        # and crashed while nobody watched).
         return row.power_state != current or (
-            current == 'running' and bool(row.failure_cause))
+            current == 'running' and bool(row.failure_cause)) or (
+            info.state_reason != row.state_reason
+            and decisions.from_state(info.state_reason) is not None)
 
     def _audit_one(self, tx, info, started):
         row = self._store.get(tx, info.uuid)

@@ -51,7 +51,13 @@ def from_event(event):
     evidence = 'libvirt event %s %s' % (event.event_name,
                                         event.vir_domain_event)
     if isinstance(event, ev.CrashedEvent):
-        return _verdict(Cause.GUEST_PANIC, QEMU_DIED, evidence)
+        if event.vir_domain_event != 'CRASHED_PANICKED':
+            # CRASHLOADED: the guest's own crash kernel took over (kdump);
+            # stopping it now would lose the dump.
+            return None
+        # With on_crash=restart the guest is back at once: no failure.
+        return _verdict(Cause.GUEST_PANIC, QEMU_DIED, evidence,
+                        needs_stopped=True)
     if isinstance(event, ev.LifecycleEvent):
         return _LIFECYCLE_FAILURES.get(event.vir_domain_event, _none)(
             evidence)

@@ -97,8 +97,10 @@ class FailureMonitor:
     """
 
     def __init__(self, driver, journal, reporter, selector, uri,
-                 on_resync=None):
+                 on_resync=None, run_blocking=None):
         self._driver = driver
+        # libvirt calls off the eventlet hub (the backend's run_blocking).
+        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
         self._journal = journal
         self._reporter = reporter
         self._store = reporter.store
@@ -109,11 +111,14 @@ class FailureMonitor:
 
     def __call__(self, event):
         if isinstance(event, ev.InstanceEvent):
-            if isinstance(event, ev.LifecycleEvent) and \
-                    event.transition in ev.CONFIG_TRANSITIONS:
+            redefined = (isinstance(event, ev.LifecycleEvent)
+                         and event.transition in ev.CONFIG_TRANSITIONS)
+            if redefined:
                 self._selector.forget(event.uuid)
             if self._selector.is_monitored(event.uuid, event.name):
                 self._instance_event(event)
+            if redefined:  # undefined: forget it for good
+                self._selector.forget(event.uuid)
         elif isinstance(event, ev.HostEvent):
             self._host_event(event)
 
@@ -121,6 +126,15 @@ class FailureMonitor:
         verdict = self._recheck(event, decisions.from_event(event))
         with self._journal.transaction() as tx:
             row = self._store.get(tx, event.uuid)
+            if verdict is not None and verdict.needs_stopped and \
+                    row is not None and row.state_reason == 'STARTED_MIGRATED':
+                # An incoming migration that never resumed here: libvirt
+                # stops it when the migration fails or is cancelled, and
+                # the instance runs on at the source.
+                LOG.info('%s (%s): %s of an incoming migration: not a '
+                         'failure', event.name, event.uuid,
+                         event.vir_domain_event)
+                verdict = None
             if isinstance(event, ev.LifecycleEvent):
                 self._record_transition(tx, row, event)
             if verdict is not None:
@@ -133,7 +147,8 @@ class FailureMonitor:
                 or verdict.cause == fields.FailureCause.CONTROL_ERROR):
             return verdict
         try:
-            info = self._driver.get_instance_info(event.uuid)
+            info = self._run_blocking(self._driver.get_instance_info,
+                                      event.uuid)
         except exception.DomainNotFound:
             info = None  # a transient domain is gone once it stops
         except exception.HypervisorError as error:

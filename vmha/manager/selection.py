@@ -51,40 +51,47 @@ class Selector:
     """
 
     def __init__(self, driver, include=('*',), exclude=(),
-                 use_metadata=True):
+                 use_metadata=True, run_blocking=None):
         self._driver = driver
+        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
         self._include = list(include)
         self._exclude = list(exclude)
         self._use_metadata = use_metadata
         self._cache = {}
 
     @classmethod
-    def from_conf(cls, conf, driver):
+    def from_conf(cls, conf, driver, run_blocking=None):
         return cls(driver, conf.monitoring.include_names,
                    conf.monitoring.exclude_names,
-                   conf.monitoring.use_metadata)
+                   conf.monitoring.use_metadata, run_blocking)
 
     def is_monitored(self, uuid, name):
         answer = self._cache.get(uuid)
         if answer is None:
-            answer = self._decide(uuid, name)
-            self._cache[uuid] = answer
+            answer, final = self._decide(uuid, name)
+            if final:  # a passing libvirt error is asked again next time
+                self._cache[uuid] = answer
         return answer
 
     def forget(self, uuid):
         self._cache.pop(uuid, None)
 
     def _decide(self, uuid, name):
+        """(monitored?, may the answer be cached?)"""
+        final = True
         if self._use_metadata:
             try:
-                choice = metadata_choice(
-                    self._driver.get_instance_metadata(uuid, NAMESPACE))
+                choice = metadata_choice(self._run_blocking(
+                    self._driver.get_instance_metadata, uuid, NAMESPACE))
+            except exception.DomainNotFound:
+                choice = None  # gone: the name rules answer
             except exception.HypervisorError as error:
-                # Gone or unreachable: fall back to the name rules.
+                # Unreachable for now: the name rules answer this time.
                 LOG.debug('No metadata for %s (%s): %s', name, uuid, error)
-                choice = None
+                choice, final = None, False
             if choice is not None:
-                return choice
+                return choice, final
         if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
-            return False
-        return any(fnmatch.fnmatchcase(name, p) for p in self._include)
+            return False, final
+        return any(fnmatch.fnmatchcase(name, p)
+                   for p in self._include), final

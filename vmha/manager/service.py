@@ -46,13 +46,16 @@ class AgentService:
         """The service with its monitors wired as ``conf`` says."""
         reporter = failure_monitor.Reporter(
             outbox, state.StateStore(journal), conf.host)
-        selector = selection.Selector.from_conf(conf, driver)
+        backend = concurrency.get(conf.concurrency_backend)
+        selector = selection.Selector.from_conf(conf, driver,
+                                                backend.run_blocking)
         audit = audit_lib.PowerStateAudit(
-            driver, journal, reporter, selector,
-            concurrency.get(conf.concurrency_backend), conf.audit.interval)
+            driver, journal, reporter, selector, backend,
+            conf.audit.interval)
         monitor = failure_monitor.FailureMonitor(
             driver, journal, reporter, selector,
-            conf.libvirt.connection_uri, on_resync=audit.request)
+            conf.libvirt.connection_uri, on_resync=audit.request,
+            run_blocking=backend.run_blocking)
         return cls(driver, conf.host, sender=sender, listeners=[monitor],
                    audit=audit)
 
