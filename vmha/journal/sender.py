@@ -23,6 +23,7 @@ import logging
 import random
 import time
 
+from vmha import backoff
 from vmha import concurrency
 from vmha.journal import db
 from vmha.notify import base
@@ -194,15 +195,9 @@ class OutboxSender:
             return '?', 0.0
 
     def _backoff_delay(self):
-        # Doubling from retry_min, drawn from the upper half of its
-        # ceiling so that agents failing together do not retry in step.
-        ceiling = self._retry_min
-        for _ in range(min(self._consecutive_failures, 64)):
-            ceiling *= 2
-            if ceiling >= self._retry_max:
-                ceiling = self._retry_max
-                break
-        delay = ceiling / 2 + self._rand() * ceiling / 2
+        delay = backoff.jittered(backoff.ceiling(
+            self._consecutive_failures, self._retry_min, self._retry_max),
+            self._rand)
         return min(self._retry_max, max(self._retry_min, delay))
 
     def prune(self):

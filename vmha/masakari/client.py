@@ -37,6 +37,8 @@ import time
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import loading as ks_loading
 
+from vmha import backoff
+
 LOG = logging.getLogger(__name__)
 
 NOAUTH_HEADERS = {'X-User-Id': 'admin'}
@@ -180,8 +182,8 @@ class MasakariClient:
                 if attempt > self._retry_max:
                     raise MasakariUnavailable(failure.reason, failure.status,
                                               attempt) from None
-                wait = min(self._retry_interval * 2 ** (attempt - 1),
-                           MAX_RETRY_WAIT)
+                wait = backoff.ceiling(attempt - 1, self._retry_interval,
+                                       MAX_RETRY_WAIT)
                 LOG.warning('Masakari did not take the notification for '
                             'instance %s: %s; retry %d of %d in %.1f s',
                             instance, failure.reason, attempt,

@@ -19,6 +19,7 @@ import logging
 import random
 import time
 
+from vmha import backoff
 from vmha.virt import event as ev
 from vmha.virt import exception
 from vmha.virt.libvirt import event_builder
@@ -30,12 +31,10 @@ CLOSE_REASONS = ('ERROR', 'EOF', 'KEEPALIVE', 'CLIENT')
 
 def backoff_delays(minimum, maximum, rand=random.random):
     """Endless reconnect delays: doubling from ``minimum`` up to
-    ``maximum``, each drawn uniformly from its upper half so that many
-    agents restarted together do not retry in step."""
-    ceiling = minimum
-    while True:
-        yield ceiling / 2 + rand() * ceiling / 2
-        ceiling = min(maximum, ceiling * 2)
+    ``maximum``, with jitter (``vmha.backoff``)."""
+    for attempt in itertools.count():
+        yield backoff.jittered(backoff.ceiling(attempt, minimum, maximum),
+                               rand)
 
 
 class Host:
