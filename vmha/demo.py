@@ -17,6 +17,8 @@ import sys
 import time
 import uuid as uuid_lib
 
+from vmha.masakari import translate
+
 _XML = """<domain type='test'>
   <name>%(name)s</name>
   <uuid>%(uuid)s</uuid>
@@ -71,10 +73,8 @@ class NotificationPrinter:
             what = 'FAILURE %s: %s/%s%s' % (
                 data.get('cause'), data.get('event'),
                 data.get('vir_domain_event'),
-                '' if (data.get('event'), data.get('vir_domain_event')) in (
-                    ('LIFECYCLE', 'STOPPED_FAILED'),
-                    ('IO_ERROR', 'IO_ERROR_REPORT'),
-                    ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED'))
+                '' if translate.is_recoverable(data.get('event'),
+                                               data.get('vir_domain_event'))
                 else ' (recorded; Masakari does not act on it)')
         elif message.event_type == 'instance.lifecycle':
             what = '%s, no failure' % data.get('transition')

@@ -121,12 +121,7 @@ class Outbox:
     def mark_delivered(self, message_id, when):
         """Record that ``message_id`` was delivered at ``when`` (wall
         clock); False when no undelivered row has that id."""
-        with self.journal.transaction() as tx:
-            cursor = tx.execute(
-                'UPDATE outbox SET delivered_at = ? '
-                'WHERE message_id = ? AND delivered_at IS NULL',
-                (when, message_id))
-            return cursor.rowcount == 1
+        return self.mark_many_delivered([message_id], when) == 1
 
     def mark_many_delivered(self, message_ids, when):
         """``mark_delivered`` for several ids in one transaction (one

@@ -14,15 +14,14 @@ are never failures: they are only recorded as lifecycle notifications.
 
 import collections
 
+from vmha.masakari import translate
 from vmha.objects import fields
 from vmha.virt import event as ev
 from vmha.virt import power_state
 
-# The pairs Masakari's engine recovers.
+# Pairs Masakari's engine recovers (translate.RECOVERABLE lists them all).
 QEMU_DIED = ('LIFECYCLE', 'STOPPED_FAILED')
 IO_ERROR = ('IO_ERROR', 'IO_ERROR_REPORT')
-AGENT_ERROR = ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
-RECOVERABLE = frozenset({QEMU_DIED, IO_ERROR, AGENT_ERROR})
 
 Verdict = collections.namedtuple(
     'Verdict', ['cause', 'event', 'vir_domain_event', 'evidence',
@@ -39,7 +38,7 @@ Cause = fields.FailureCause
 
 def recoverable(verdict):
     """True if Masakari acts on this verdict's pair."""
-    return (verdict.event, verdict.vir_domain_event) in RECOVERABLE
+    return translate.is_recoverable(verdict.event, verdict.vir_domain_event)
 
 
 def _verdict(cause, pair, evidence, needs_stopped=False):

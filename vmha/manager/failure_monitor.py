@@ -167,11 +167,10 @@ class FailureMonitor:
 
     def _record_transition(self, tx, row, event):
         now = self._reporter.clock()
+        power = _POWER_STATE_AFTER.get(event.transition, power_state.NOSTATE)
         if event.transition == ev.EVENT_LIFECYCLE_UNDEFINED:
             self._store.forget(tx, event.uuid)
         elif event.transition != ev.EVENT_LIFECYCLE_DEFINED:
-            power = _POWER_STATE_AFTER.get(event.transition,
-                                           power_state.NOSTATE)
             self._store.record(tx, event.uuid, event.name,
                                power_state.STATE_MAP[power],
                                event.vir_domain_event, now)
@@ -182,9 +181,8 @@ class FailureMonitor:
                 self._store.close_failure(tx, event.uuid)
         self._outbox.add(tx, instance.lifecycle_notification(
             self._reporter.host, event.uuid, event.name,
-            power_state.STATE_MAP[_POWER_STATE_AFTER.get(
-                event.transition, power_state.NOSTATE)],
-            event.transition_name, event.event_name, event.vir_domain_event,
+            power_state.STATE_MAP[power], event.transition_name,
+            event.event_name, event.vir_domain_event,
             utc(event.timestamp)).to_message())
 
     def _host_event(self, event):
