@@ -10,34 +10,24 @@ from oslo_config import cfg
 import pytest
 
 from tests.conftest import BACKEND
+from tests.fixtures import sinks
 from vmha import objects
 import vmha.conf
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
 from vmha.manager import service
-from vmha.notify import base as sink_base
 from vmha.virt.libvirt import driver as libvirt_driver
 
 pytestmark = pytest.mark.functional
 objects.register_all()
 
 
-class RecordingSink(sink_base.Sink):
-    name = 'recording'
-
-    def __init__(self):
-        self.messages = []
-
-    def send(self, message):
-        self.messages.append(message)
-
-
 @pytest.fixture
 def agent(tmp_path):
     journal = db.Journal(str(tmp_path / 'vmha.sqlite'))
     outbox = outbox_lib.Outbox(journal)
-    sink = RecordingSink()
+    sink = sinks.RecordingSink()
     sender = sender_lib.OutboxSender(outbox, sink, BACKEND)
     driver = libvirt_driver.LibvirtDriver('test:///default', backend=BACKEND,
                                           stopped_delay=0)

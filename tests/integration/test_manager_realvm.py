@@ -12,27 +12,15 @@ from oslo_config import cfg
 import pytest
 
 from tests.conftest import BACKEND
+from tests.fixtures import sinks
 import vmha.conf
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
 from vmha.manager import service
-from vmha.notify import base as sink_base
 from vmha.virt.libvirt import driver as libvirt_driver
 
 pytestmark = pytest.mark.realvm
-
-
-class RecordingSink(sink_base.Sink):
-    """Keeps each message with the time it was handed over."""
-
-    name = 'recording'
-
-    def __init__(self):
-        self.received = []
-
-    def send(self, message):
-        self.received.append((time.monotonic(), message))
 
 
 class InProcessAgent:
@@ -52,7 +40,7 @@ class InProcessAgent:
         self.driver.register_event_listener(self.events.append)
         self.journal = db.Journal(str(tmp_path / 'vmha.sqlite'))
         outbox = outbox_lib.Outbox(self.journal)
-        self.sink = RecordingSink()
+        self.sink = sinks.RecordingSink()
         sender = sender_lib.OutboxSender(outbox, self.sink, BACKEND)
         self.service = service.AgentService.from_conf(
             conf, self.driver, self.journal, outbox, sender)
