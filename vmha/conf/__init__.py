@@ -12,14 +12,15 @@ from vmha.conf import bridge
 from vmha.conf import database
 from vmha.conf import default
 from vmha.conf import events
+from vmha.conf import guest_agent
 from vmha.conf import libvirt
 from vmha.conf import masakari
 from vmha.conf import monitoring
 from vmha.conf import notifications
 from vmha.conf import outbox
 
-_MODULES = (default, libvirt, events, monitoring, audit, notifications,
-            masakari, bridge, database, outbox)
+_MODULES = (default, libvirt, events, monitoring, audit, guest_agent,
+            notifications, masakari, bridge, database, outbox)
 
 
 def register_opts(conf):
@@ -51,6 +52,11 @@ def validate(conf):
             except (ValueError, cfg.Error) as error:
                 raise ConfigError('invalid value for [%s] %s%s: %s' % (
                     name, opt.name, _where(conf, opt, name), _reason(error)))
+    agent = conf.guest_agent
+    if agent.timeout >= agent.interval:
+        raise ConfigError('[guest_agent] timeout (%s) must be less than '
+                          '[guest_agent] interval (%s)'
+                          % (agent.timeout, agent.interval))
 
 
 def _where(conf, opt, group):

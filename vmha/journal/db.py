@@ -78,6 +78,21 @@ MIGRATIONS = [
                failure_cause TEXT,
                failure_reported_at REAL)""",
     ]),
+    ('guest-agent monitor state per VM', [
+        # The guest-agent monitor's machine (vmha.manager.guest_states),
+        # written on every change, so a restarted agent neither reports
+        # an episode twice nor forgets its action budget.
+        """CREATE TABLE guest_health (
+               uuid TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               state TEXT NOT NULL,
+               failures INTEGER NOT NULL DEFAULT 0,
+               verdict TEXT,
+               changed_at REAL NOT NULL,
+               booted_at REAL,
+               discovery_warned INTEGER NOT NULL DEFAULT 0,
+               actions TEXT NOT NULL DEFAULT '[]')""",
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

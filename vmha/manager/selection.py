@@ -41,6 +41,58 @@ def metadata_choice(xml):
     return None
 
 
+# <vmha:guest-agent .../> inside <vmha:monitoring>: per-VM settings of the
+# guest-agent monitor, each checked like the option of the same name.
+_SETTINGS = {
+    'enabled': lambda v: {'true': True, 'yes': True, '1': True,
+                          'false': False, 'no': False, '0': False}[v.lower()],
+    'interval': lambda v: _positive(float(v), 0.5),
+    'timeout': lambda v: _positive(float(v), 0.1),
+    'failure_threshold': lambda v: int(_positive(int(v), 1)),
+    'action': lambda v: {'notify': 'notify', 'reset': 'reset',
+                         'restart': 'restart'}[v],
+}
+
+
+def _positive(value, minimum):
+    if not value >= minimum:  # also rejects NaN
+        raise ValueError('below %s' % minimum)
+    return value
+
+
+def guest_agent_settings(xml, name='-'):
+    """Per-VM guest-agent settings from a ``monitoring`` element:
+    ``{option: value}`` for the attributes of its ``guest-agent`` child
+    that are valid; the rest are logged with the domain and ignored."""
+    if not xml:
+        return {}
+    try:
+        element = etree.fromstring(xml.encode() if isinstance(xml, str)
+                                   else xml)
+    except (etree.XMLSyntaxError, ValueError):
+        LOG.warning('%s: vmha metadata does not parse; config defaults '
+                    'apply', name)
+        return {}
+    settings = {}
+    for child in element:
+        if not isinstance(child.tag, str) or \
+                etree.QName(child).localname != 'guest-agent':
+            continue
+        for key, value in child.attrib.items():
+            key = key.replace('-', '_')
+            try:
+                settings[key] = _SETTINGS[key](value.strip())
+            except (KeyError, ValueError):
+                LOG.warning('%s: ignoring guest-agent setting %s=%r in its '
+                            'vmha metadata', name, key, value)
+    if settings.get('timeout', 0) >= settings.get('interval', float('inf')):
+        LOG.warning('%s: guest-agent timeout must be less than interval; '
+                    'ignoring both', name)
+        settings.pop('timeout')
+        settings.pop('interval')
+    return settings
+
+
 class Selector:
     """Answers "is this domain monitored?".
 
@@ -73,6 +125,20 @@ class Selector:
                 self._cache[uuid] = answer
         return answer
 
+    def decide(self, uuid, name, metadata):
+        """Like ``is_monitored``, from the ``monitoring`` element the
+        caller already read (no libvirt call); the answer is cached."""
+        choice = metadata_choice(metadata) if self._use_metadata else None
+        if choice is None:
+            choice = self._by_name(name)
+        self._cache[uuid] = choice
+        return choice
+
+    def _by_name(self, name):
+        if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
+            return False
+        return any(fnmatch.fnmatchcase(name, p) for p in self._include)
+
     def forget(self, uuid):
         self._cache.pop(uuid, None)
 
@@ -91,7 +157,4 @@ class Selector:
                 choice, final = None, False
             if choice is not None:
                 return choice, final
-        if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
-            return False, final
-        return any(fnmatch.fnmatchcase(name, p)
-                   for p in self._include), final
+        return self._by_name(name), final

@@ -17,6 +17,7 @@ import threading
 from vmha import concurrency
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
+from vmha.manager import guest_monitor
 from vmha.manager import selection
 from vmha.manager import state
 
@@ -31,13 +32,16 @@ class AgentService:
     :param sender: the ``OutboxSender``, or None for no notifications
     :param listeners: callables registered on the driver, in order
     :param audit: the ``PowerStateAudit``, or None
+    :param guest_monitor: the ``GuestAgentMonitor``, or None
     """
 
-    def __init__(self, driver, host, sender=None, listeners=(), audit=None):
+    def __init__(self, driver, host, sender=None, listeners=(), audit=None,
+                 guest_monitor=None):
         self.driver = driver
         self.host = host
         self.sender = sender
         self.audit = audit
+        self.guest_monitor = guest_monitor
         self._listeners = list(listeners)
         self._stopped = threading.Event()
 
@@ -56,8 +60,14 @@ class AgentService:
             driver, journal, reporter, selector,
             conf.libvirt.connection_uri, on_resync=audit.request,
             run_blocking=backend.run_blocking)
-        return cls(driver, conf.host, sender=sender, listeners=[monitor],
-                   audit=audit)
+        listeners = [monitor]
+        guests = None
+        if conf.guest_agent.enabled:
+            guests = guest_monitor.GuestAgentMonitor.from_conf(
+                conf, driver, journal, reporter, selector, backend)
+            listeners.append(guests)
+        return cls(driver, conf.host, sender=sender, listeners=listeners,
+                   audit=audit, guest_monitor=guests)
 
     def start(self):
         if self.sender is not None:
@@ -75,6 +85,8 @@ class AgentService:
                  len(instances))
         if self.audit is not None:
             self.audit.start()
+        if self.guest_monitor is not None:
+            self.guest_monitor.start()
 
     def _log_event(self, event):
         LOG.info('%s', event.describe())
@@ -92,6 +104,8 @@ class AgentService:
 
     def stop(self):
         self._stopped.set()
+        if self.guest_monitor is not None:
+            self.guest_monitor.stop()
         self.driver.cleanup()
         if self.audit is not None:
             self.audit.stop()

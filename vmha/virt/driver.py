@@ -78,3 +78,25 @@ class VirtDriver(metaclass=abc.ABCMeta):
         run it off the hub.  Raises NotSupported, AgentError,
         AgentTimeout or DomainNotFound.
         """
+
+    @abc.abstractmethod
+    def describe_guest(self, uuid, namespace_uri):
+        """What the guest-agent monitor needs from the domain's live XML:
+        a ``GuestXML(agent_channel, metadata)`` with the metadata element
+        in ``namespace_uri``.  Raises DomainNotFound; ValueError for an
+        XML that does not parse."""
+
+    @abc.abstractmethod
+    def get_guest_counters(self, uuid, disk=False):
+        """Host-side counters of the guest (``guest.Counters``): CPU time
+        and network always, disk only with ``disk`` (that one asks QEMU,
+        so ask only while QEMU runs).  Raises NotSupported, DomainNotFound.
+        """
+
+    @abc.abstractmethod
+    def reset_instance(self, uuid):
+        """Hard-reset the guest (the reset button)."""
+
+    @abc.abstractmethod
+    def restart_instance(self, uuid):
+        """Destroy the domain and start it again."""

@@ -194,6 +194,12 @@ class Connection:
     def lookup(self, uuid):
         return Domain(self, self._call(self._conn.lookupByUUIDString, uuid))
 
+    def domain_stats(self, domain, stats, flags=0):
+        """One domain's ``virDomainListGetStats`` dict ({} if none)."""
+        result = self._call(self._conn.domainListGetStats, [domain._dom],
+                            stats, flags)
+        return dict(result[0][1]) if result else {}
+
     # Scenario calls: the demo and the benchmark drive test:///default.
     def create_domain(self, xml):
         """Create and start a transient domain."""
@@ -269,6 +275,10 @@ class Domain:
 
     def destroy(self):
         self._call(self._dom.destroy)
+
+    def reset(self):
+        """A hard reset, as the reset button (virDomainReset)."""
+        self._call(self._dom.reset, 0)
 
     def undefine(self):
         self._call(self._dom.undefine)

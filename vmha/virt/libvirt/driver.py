@@ -1,11 +1,14 @@
 """The libvirt implementation of ``vmha.virt.driver.VirtDriver``."""
 
 import logging
+import math
 
+from vmha import concurrency
 from vmha.virt import driver
 from vmha.virt import power_state
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import event_handler
+from vmha.virt.libvirt import guest
 from vmha.virt.libvirt import host as libvirt_host
 
 LOG = logging.getLogger(__name__)
@@ -57,9 +60,17 @@ class LibvirtDriver(driver.VirtDriver):
     def __init__(self, uri, backend='eventlet', stopped_delay=15.0,
                  queue_size=10000, keepalive_interval=5, keepalive_count=3,
                  reconnect_min=0.5, reconnect_max=30.0, api=None,
-                 handler_factory=None):
+                 handler_factory=None, agent_calls=16,
+                 max_client_requests=5):
         super().__init__()
         self._api = api or libvirt_api.LibvirtAPI()
+        self._uri = uri
+        # Guest-agent calls go over connections of their own, at most
+        # max_client_requests at once on each (see guest.py).
+        self.agent_connections = guest.AgentConnections(
+            lambda: self._api.open(uri),
+            math.ceil(agent_calls / max_client_requests),
+            max_client_requests, concurrency.get(backend).native_lock())
 
         def make_handler(deliver):
             return event_handler.EventHandler.create(
@@ -82,6 +93,8 @@ class LibvirtDriver(driver.VirtDriver):
                    keepalive_count=conf.libvirt.keepalive_count,
                    reconnect_min=conf.libvirt.reconnect_min_interval,
                    reconnect_max=conf.libvirt.reconnect_max_interval,
+                   agent_calls=conf.guest_agent.max_concurrent_pings,
+                   max_client_requests=conf.guest_agent.max_client_requests,
                    api=api)
 
     def init_host(self):
@@ -89,6 +102,7 @@ class LibvirtDriver(driver.VirtDriver):
 
     def cleanup(self):
         self.host.cleanup()
+        self.agent_connections.close()
 
     def _info(self, domain):
         power, reason = describe_state(*domain.state())
@@ -111,5 +125,32 @@ class LibvirtDriver(driver.VirtDriver):
         return self._info(self.host.get_connection().lookup(uuid))
 
     def guest_agent_command(self, uuid, command, timeout):
-        domain = self.host.get_connection().lookup(uuid)
-        return domain.agent_command(command, timeout)
+        return self.agent_connections.call(
+            lambda conn: conn.lookup(uuid).agent_command(command, timeout))
+
+    def describe_guest(self, uuid, namespace_uri):
+        return guest.describe_xml(
+            self.host.get_connection().lookup(uuid).xml(), namespace_uri)
+
+    def get_guest_counters(self, uuid, disk=False):
+        stats = guest.STATS_CPU_TOTAL | guest.STATS_INTERFACE
+        if disk:
+            # NOWAIT: skip (not wait for) the disk counters while another
+            # job holds the domain.
+            stats |= guest.STATS_BLOCK
+
+        def read(conn):
+            return conn.domain_stats(conn.lookup(uuid), stats,
+                                     guest.STATS_NOWAIT if disk else 0)
+        return guest.counters_from_stats(
+            self.agent_connections.call(read), disk)
+
+    def reset_instance(self, uuid):
+        self.agent_connections.call(lambda conn: conn.lookup(uuid).reset())
+
+    def restart_instance(self, uuid):
+        def restart(conn):
+            domain = conn.lookup(uuid)
+            domain.destroy()
+            domain.start()
+        self.agent_connections.call(restart)

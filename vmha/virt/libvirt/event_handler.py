@@ -22,10 +22,10 @@ Two variants run that loop: ``EventletEventHandler`` in a greenthread
 import collections
 import heapq
 import logging
-import os
 import select
 import time
 
+from vmha.concurrency import WakeupPipe
 from vmha.virt import event as ev
 from vmha.virt.libvirt import event_builder
 
@@ -33,51 +33,6 @@ LOG = logging.getLogger(__name__)
 
 # What the producer side may put on the queue besides RawEvents.
 _HOST_EVENT_TYPES = (ev.HostEvent,)
-
-
-class WakeupPipe:
-    """A self-pipe whose writes collapse into one pending byte.
-
-    ``read`` and ``write`` default to ``os.read``/``os.write``; under
-    eventlet's monkey patching those wait instead of raising EAGAIN, so
-    the eventlet handler passes the unpatched ones.
-    """
-
-    def __init__(self, read=os.read, write=os.write):
-        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._read = read
-        self._write = write
-        self._pending = False
-
-    def wake(self):
-        # Callers racing past the flag write at most a few extra bytes;
-        # a full pipe means a wakeup is already pending.
-        if not self._pending:
-            self._pending = True
-            try:
-                self._write(self.write_fd, b'\0')
-            except (BlockingIOError, OSError):
-                pass
-
-    def drain(self):
-        # Empty the pipe first, clear the flag second, and only then may
-        # the caller drain its queue.  Cleared earlier, a wake() between
-        # the two steps would leave the flag set with its byte already
-        # read: every later wake() would skip writing, and the dispatcher
-        # would sleep on a queue that keeps filling.
-        try:
-            while self._read(self.read_fd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        self._pending = False
-
-    def close(self):
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class EventHandler:

@@ -1,0 +1,129 @@
+"""Options of the [guest_agent] group: pinging guests through qemu-ga."""
+
+import copy
+
+from oslo_config import cfg
+
+guest_agent_group = cfg.OptGroup(
+    'guest_agent', title='Guest-agent monitor (hung guests)')
+
+ACTIONS = ('notify', 'reset', 'restart')
+
+guest_agent_opts = [
+    cfg.BoolOpt('enabled',
+                default=True,
+                help="""
+Ping every running, monitored domain that has a QEMU guest agent channel
+(``<channel type='unix'><target type='virtio'
+name='org.qemu.guest_agent.0'/></channel>``) and report guests that stop
+answering while libvirt still says "running".
+"""),
+    cfg.FloatOpt('interval',
+                 default=5.0,
+                 min=0.5,
+                 help="""
+Seconds between two pings of one guest.
+
+With the defaults (interval 5, timeout 2, threshold 2) a guest that
+hangs is reported within about 2 x interval + timeout (12 s) plus the
+time to read its counters.
+"""),
+    cfg.FloatOpt('timeout',
+                 default=2.0,
+                 min=0.1,
+                 help="""
+Seconds a guest has to answer one guest-ping.
+
+libvirt rounds it up to whole seconds.  Once a ping of a guest timed
+out, libvirt answers the next ones for that guest only after about 5 s,
+whatever this says: vmha then counts a failure when the timeout passes
+instead of waiting for libvirt.  Must be less than ``interval``.
+"""),
+    cfg.IntOpt('failure_threshold',
+               default=2,
+               min=1,
+               help="""
+Consecutive failed pings after which the guest is judged (host-side
+evidence, then a failure or a warning notification).
+"""),
+    cfg.FloatOpt('discovery_timeout',
+                 default=300.0,
+                 min=1.0,
+                 help="""
+Seconds after a boot within which the guest agent should first answer.
+A guest whose agent never answers by then gets one warning notification
+(``guest.health``, state ``discovery``); it is never reported as failed
+before its agent answered once.
+"""),
+    cfg.IntOpt('max_concurrent_pings',
+               default=16,
+               min=1,
+               help="""
+Most guest-agent calls in flight at once (pings and the counters read
+before a verdict).
+
+Each call holds one libvirtd worker thread until the guest answers or
+times out: a hung guest holds one for 2-5 s per ping.  libvirtd runs at
+most ``max_workers`` calls at once for all its clients (libvirtd.conf,
+default 20) and nova-compute needs some of them: keep this value at
+least 4 below ``max_workers``.  On hosts where many guests may hang at
+once, raise both (for example ``max_workers = 140`` and 128 here).
+"""),
+    cfg.IntOpt('max_client_requests',
+               default=5,
+               min=1,
+               help="""
+libvirtd's ``max_client_requests`` (libvirtd.conf, default 5): how many
+calls libvirtd serves at once on one client connection.  vmha opens
+``max_concurrent_pings / max_client_requests`` extra connections for
+guest-agent calls so that pings never queue behind each other; set the
+same value as libvirtd.
+"""),
+    cfg.StrOpt('action',
+               default='notify',
+               choices=[
+                   ('notify', 'Send the failure notification; Masakari '
+                              'recovers the instance.'),
+                   ('reset', 'Reset the guest (virDomainReset) and notify; '
+                             'no failure goes to Masakari.'),
+                   ('restart', 'Destroy and start the domain again and '
+                               'notify; no failure goes to Masakari.'),
+               ],
+               help="""
+What vmha does with a guest it judged hung.
+
+``reset`` and ``restart`` act only within ``action_budget`` and after
+``action_min_uptime``; otherwise vmha notifies (the failure goes to
+Masakari) and the notification says why it did not act.
+"""),
+    cfg.IntOpt('action_budget',
+               default=3,
+               min=1,
+               help="""
+Most corrective actions (reset or restart) per guest within
+``action_window`` seconds.
+"""),
+    cfg.FloatOpt('action_window',
+                 default=3600.0,
+                 min=1.0,
+                 help='Seconds over which ``action_budget`` counts.'),
+    cfg.FloatOpt('action_min_uptime',
+                 default=300.0,
+                 min=0.0,
+                 help="""
+Seconds a guest must have run (since vmha saw it boot, or since vmha
+started watching it) before vmha resets or restarts it: a guest that
+hangs again right after a restart is not restarted in a loop.
+"""),
+]
+
+
+def register_opts(conf):
+    # A copy per ConfigOpts: register_group copies the group shallowly, so
+    # a shared OptGroup would share option overrides between them.
+    conf.register_group(copy.deepcopy(guest_agent_group))
+    conf.register_opts(guest_agent_opts, group=guest_agent_group)
+
+
+def list_opts():
+    return {guest_agent_group: guest_agent_opts}

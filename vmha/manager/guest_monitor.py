@@ -1,0 +1,687 @@
+"""The guest-agent monitor: finds guests that hang while libvirt says
+"running", and reports each hang once.
+
+Which VMs: running, monitored domains (``selection``) whose XML has a
+``org.qemu.guest_agent.0`` channel, unless their metadata says
+``<vmha:guest-agent enabled="false"/>``.  Per-VM interval, timeout,
+threshold and action come from that element, else from ``[guest_agent]``.
+
+How: one task runs the loop below; every libvirt call (XML, pings,
+counters, corrective actions) runs on a ``NativePool`` of at most
+``max_concurrent_pings`` native threads, so a slow guest never delays
+another and the eventlet hub never blocks.  Events reach the loop through
+an inbox: the listener only appends and wakes it.  A VM whose ping is
+still out is not pinged again.  Each step handles the inbox, the finished
+calls and what is due, then writes every change of the step (states,
+notifications) in one journal transaction.
+
+Counting failures.  A first failure is counted when libvirt answers with
+an error (a ping queued in a busy libvirtd is late, not failed).  Once a
+guest failed, libvirt holds its next pings ~5 s whatever the timeout:
+then a ping still unanswered ``timeout`` (+0.5 s) after it was sent
+counts as failed, and an answer that comes later still counts as a
+recovery.  At ``failure_threshold`` the monitor reads host-side counters
+and judges (``evidence``).  See ``guest_states`` for the machine.
+"""
+
+import collections
+import logging
+import time
+
+from vmha import concurrency
+from vmha.manager import decisions
+from vmha.manager import evidence
+from vmha.manager import failure_monitor
+from vmha.manager import guest_states as gs
+from vmha.manager import guest_store
+from vmha.manager import selection
+from vmha.objects import fields
+from vmha.objects import guest_health
+from vmha.virt import event as ev
+from vmha.virt import exception
+from vmha.virt import power_state
+
+LOG = logging.getLogger(__name__)
+
+PING = {'execute': 'guest-ping'}
+DEADLINE_GRACE = 0.5
+_ERR_OPERATION_INVALID = 55  # "domain is not running": not the guest's doing
+
+_SUPPRESSING = frozenset({
+    ev.EVENT_LIFECYCLE_PAUSED, ev.EVENT_LIFECYCLE_SUSPENDED,
+    ev.EVENT_LIFECYCLE_POSTCOPY_STARTED,
+    ev.EVENT_LIFECYCLE_MIGRATION_COMPLETED,
+    ev.EVENT_LIFECYCLE_SHUTTING_DOWN, ev.EVENT_LIFECYCLE_CRASHED})
+_GONE = frozenset({ev.EVENT_LIFECYCLE_STOPPED, ev.EVENT_LIFECYCLE_UNDEFINED})
+
+HUNG_VERDICT = decisions.Verdict(
+    fields.FailureCause.GUEST_HUNG, 'QEMU_GUEST_AGENT_ERROR',
+    'STOPPED_FAILED', None, False)
+
+
+class Settings:
+    """One VM's guest-agent settings."""
+
+    FIELDS = ('enabled', 'interval', 'timeout', 'failure_threshold',
+              'action')
+
+    def __init__(self, enabled=True, interval=5.0, timeout=2.0,
+                 failure_threshold=2, action='notify'):
+        self.enabled = enabled
+        self.interval = interval
+        self.timeout = timeout
+        self.failure_threshold = failure_threshold
+        self.action = action
+
+    def merged(self, overrides):
+        values = {f: getattr(self, f) for f in self.FIELDS}
+        values.update(overrides)
+        return Settings(**values)
+
+    def __repr__(self):
+        return ', '.join('%s=%s' % (f, getattr(self, f))
+                         for f in self.FIELDS)
+
+
+class Watched:
+    """The monitor's view of one VM (the journal row plus what lives only
+    in memory: schedule, outstanding call, evidence)."""
+
+    def __init__(self, uuid, name, settings, now, wall):
+        self.uuid = uuid
+        self.name = name
+        self.settings = settings
+        self.state = gs.DISCOVERY
+        self.failures = 0
+        self.verdict = None
+        self.changed_at = wall
+        self.booted_at = wall
+        self.discovery_warned = False
+        self.actions = []
+        self.pingable = None  # None until its XML was read
+        self.next_ping = now
+        self.ping = None  # the outstanding ping job
+        self.ping_counted = False
+        self.last_ping_at = None
+        self.last_latency = None
+        self.last_error = None
+        self.channel_closed_at = None
+        self.baseline = None  # (Counters, monotonic time)
+        self.judging = False
+
+    def row(self):
+        return guest_store.GuestRow(
+            self.uuid, self.name, self.state, self.failures, self.verdict,
+            self.changed_at, self.booted_at, self.discovery_warned,
+            self.actions)
+
+    def restore(self, row):
+        for field in ('state', 'failures', 'verdict', 'changed_at',
+                      'booted_at', 'discovery_warned', 'actions'):
+            setattr(self, field, getattr(row, field))
+
+
+class GuestAgentMonitor:
+    """:param driver: the virt driver
+    :param journal: the Journal
+    :param reporter: the failure_monitor.Reporter (failure notifications
+        and episodes, shared with the event path and the audit)
+    :param selector: the selection.Selector
+    :param pool: a ``vmha.concurrency.NativePool`` (tests pass an inline
+        one)
+    :param backend: the concurrency backend (spawn, native_sleep)
+    :param defaults: the ``Settings`` from ``[guest_agent]``
+    """
+
+    def __init__(self, driver, journal, reporter, selector, pool, backend,
+                 defaults, discovery_timeout=300.0, action_budget=3,
+                 action_window=3600.0, action_min_uptime=300.0,
+                 refresh_interval=60.0, evidence_settle=1.0,
+                 clock=time.monotonic, wall=time.time):
+        self._driver = driver
+        self._journal = journal
+        self._reporter = reporter
+        self._store = guest_store.GuestStore(journal)
+        self._selector = selector
+        self._pool = pool
+        self._backend = backend
+        self._defaults = defaults
+        self._discovery_timeout = discovery_timeout
+        self._budget = (action_budget, action_window, action_min_uptime)
+        self._refresh_interval = refresh_interval
+        self._settle = evidence_settle
+        self._clock = clock
+        self._wall = wall
+        self._inbox = collections.deque()  # appended by the dispatcher
+        self._watched = {}
+        self._saved = {}  # rows of the last run, until each VM is seen
+        self._writes = []
+        self._next_refresh = None
+        self._refreshing = False
+        self._running = False
+        self._task = None
+        self.max_in_flight = pool.size
+        self.pings_total = 0
+        self.last_step_at = None
+
+    @classmethod
+    def from_conf(cls, conf, driver, journal, reporter, selector, backend):
+        agent = conf.guest_agent
+        defaults = Settings(True, agent.interval, agent.timeout,
+                            agent.failure_threshold, agent.action)
+        pool = concurrency.NativePool(backend, agent.max_concurrent_pings,
+                                      name='vmha-guest-agent')
+        return cls(driver, journal, reporter, selector, pool, backend,
+                   defaults, discovery_timeout=agent.discovery_timeout,
+                   action_budget=agent.action_budget,
+                   action_window=agent.action_window,
+                   action_min_uptime=agent.action_min_uptime)
+
+    # --- the listener (dispatcher side: append and wake, nothing else) -----
+
+    def __call__(self, event):
+        if isinstance(event, (ev.InstanceEvent, ev.ConnectionRestoredEvent,
+                              ev.ResyncRequiredEvent)):
+            self._inbox.append(event)
+            self._pool.wake()
+
+    # --- running -----------------------------------------------------------
+
+    def start(self):
+        self._saved = self._store.all()
+        self._next_refresh = self._clock()
+        self._running = True
+        self._task = self._backend.spawn(self._loop, name='vmha-guest-agent')
+
+    def stop(self, timeout=10):
+        self._running = False
+        self._pool.wake()
+        if self._task is not None:
+            self._task.join(timeout)
+            self._task = None
+        self._pool.close()
+
+    def _loop(self):
+        while self._running:
+            try:
+                self.step()
+            except Exception:  # the monitor must outlive any one failure
+                LOG.exception('Guest-agent monitor step failed; going on')
+            if self._running:
+                self._finish(self._pool.wait(self._sleep_time()))
+
+    def _sleep_time(self):
+        due = [self._next_refresh] + [
+            w.next_ping for w in self._watched.values() if self._pingable(w)]
+        due += [w.last_ping_at + w.settings.timeout + DEADLINE_GRACE
+                for w in self._watched.values()
+                if w.ping is not None and not w.ping_counted]
+        return max(0.0, min(due) - self._clock()) if due else 1.0
+
+    def step(self):
+        """Handle events, finished calls and what is due; write once."""
+        now = self._clock()
+        self.last_step_at = now
+        while self._inbox:
+            self._on_event(self._inbox.popleft(), now)
+        self._finish(self._pool.collect(), write=False)
+        if now >= self._next_refresh and not self._refreshing:
+            self._refreshing = True
+            self._submit(('list', None), self._driver.list_instances)
+        for watched in list(self._watched.values()):
+            self._due(watched, now)
+        self._write()
+
+    def _finish(self, jobs, write=True):
+        for job in jobs:
+            kind, uuid = job.key
+            if kind == 'list':
+                self._refreshing = False
+                self._next_refresh = self._clock() + self._refresh_interval
+                self._reconcile(job)
+                continue
+            watched = self._watched.get(uuid)
+            if watched is not None:
+                getattr(self, '_on_' + kind)(watched, job)
+        if write:
+            self._write()
+
+    def _submit(self, key, function, *args):
+        return self._pool.submit(key, function, *args)
+
+    # --- what libvirt says about the domains -------------------------------
+
+    def _reconcile(self, job):
+        if job.error is not None:
+            LOG.warning('Guest-agent monitor cannot list domains: %s',
+                        job.error)
+            return
+        now = self._clock()
+        seen = set()
+        for info in job.result:
+            seen.add(info.uuid)
+            watched = self._watched.get(info.uuid)
+            running = info.power_state == power_state.RUNNING and \
+                not info.state_reason.startswith('SHUTDOWN')
+            if watched is None:
+                if running or info.uuid in self._saved:
+                    watched = self._watch(info.uuid, info.name, now)
+                else:
+                    continue
+            if not running:
+                self._input(watched, gs.SUPPRESS, info.state_reason)
+            elif watched.state == gs.SUPPRESSED:
+                self._input(watched, gs.RESET, 'running again (%s)'
+                            % info.state_reason)
+        for uuid in list(self._watched):
+            if uuid not in seen:
+                self._forget(uuid, 'no longer defined')
+        for uuid in list(self._saved):
+            if uuid not in seen:  # gone while vmha was down
+                self._saved.pop(uuid)
+                self._writes.append(lambda tx, u=uuid: self._store.forget(
+                    tx, u))
+
+    def _watch(self, uuid, name, now):
+        watched = Watched(uuid, name, self._defaults, now, self._wall())
+        saved = self._saved.pop(uuid, None)
+        if saved is not None:
+            watched.restore(saved)
+        self._watched[uuid] = watched
+        self._describe(watched)
+        return watched
+
+    def _describe(self, watched):
+        watched.pingable = None
+        self._submit(('describe', watched.uuid), self._driver.describe_guest,
+                     watched.uuid, selection.NAMESPACE)
+
+    def _on_describe(self, watched, job):
+        if isinstance(job.error, exception.DomainNotFound):
+            self._forget(watched.uuid, 'undefined')
+            return
+        if isinstance(job.error, ValueError):
+            LOG.warning('%s (%s): domain XML unusable, not pinged: %s',
+                        watched.name, watched.uuid, job.error)
+            watched.pingable = False
+            return
+        if job.error is not None:
+            LOG.info('%s (%s): cannot read its XML (%s); trying again on '
+                     'the next refresh', watched.name, watched.uuid,
+                     job.error)
+            self._forget(watched.uuid, None, keep_row=True)
+            return
+        description = job.result
+        watched.settings = self._defaults.merged(
+            selection.guest_agent_settings(description.metadata,
+                                           watched.name))
+        monitored = self._selector.decide(watched.uuid, watched.name,
+                                          description.metadata)
+        watched.pingable = bool(description.agent_channel and monitored
+                                and watched.settings.enabled)
+        if watched.pingable:
+            LOG.info('%s (%s): pinging its guest agent (%s)', watched.name,
+                     watched.uuid, watched.settings)
+            self._save(watched)
+        else:
+            self._writes.append(lambda tx: self._store.forget(
+                tx, watched.uuid))
+
+    def _forget(self, uuid, why, keep_row=False):
+        watched = self._watched.pop(uuid, None)
+        if watched is not None and why:
+            LOG.debug('%s (%s): no longer pinged: %s', watched.name, uuid,
+                      why)
+        if not keep_row:
+            self._writes.append(lambda tx: self._store.forget(tx, uuid))
+        elif watched is not None:
+            self._saved[uuid] = watched.row()
+
+    def _on_event(self, event, now):
+        if not isinstance(event, ev.InstanceEvent):
+            self._next_refresh = now  # reconnected or events lost
+            return
+        watched = self._watched.get(event.uuid)
+        if isinstance(event, ev.LifecycleEvent):
+            transition = event.transition
+            if transition in _GONE:
+                self._forget(event.uuid, event.vir_domain_event)
+            elif transition == ev.EVENT_LIFECYCLE_STARTED:
+                if watched is None:
+                    watched = self._watch(event.uuid, event.name, now)
+                self._input(watched, gs.RESET, event.vir_domain_event,
+                            boot=True)
+            elif watched is None:
+                return
+            elif transition == ev.EVENT_LIFECYCLE_RESUMED:
+                self._input(watched, gs.RESET, event.vir_domain_event)
+            elif transition in _SUPPRESSING:
+                self._input(watched, gs.SUPPRESS, event.vir_domain_event)
+            elif transition == ev.EVENT_LIFECYCLE_DEFINED:
+                self._describe(watched)  # its settings may have changed
+        elif watched is None:
+            return
+        elif isinstance(event, ev.RebootEvent):
+            self._input(watched, gs.RESET, 'REBOOT', boot=True)
+        elif isinstance(event, ev.MigrationIterationEvent):
+            self._input(watched, gs.SUPPRESS, 'migrating')
+        elif isinstance(event, ev.JobCompletedEvent):
+            self._next_refresh = now  # a migration or save ended
+        elif isinstance(event, ev.AgentLifecycleEvent):
+            if event.connected:
+                watched.channel_closed_at = None
+                if watched.state == gs.DISCOVERY:
+                    watched.next_ping = now  # the agent is up: ask now
+            elif event.reason == 'CHANNEL':
+                watched.channel_closed_at = now
+
+    # --- pings -------------------------------------------------------------
+
+    def _pingable(self, watched):
+        return watched.pingable and watched.state in gs.PINGED
+
+    def _due(self, watched, now):
+        if not self._pingable(watched):
+            return
+        settings = watched.settings
+        if watched.ping is not None:
+            late = now - watched.last_ping_at
+            if watched.state in (gs.ERROR, gs.REPORTED) and \
+                    not watched.ping_counted and \
+                    late >= settings.timeout + DEADLINE_GRACE:
+                # libvirt holds it ~5 s: no answer in time is a failure.
+                watched.ping_counted = True
+                self._ping_failed(watched, 'no answer in %.1fs' % late)
+            return
+        if watched.state == gs.DISCOVERY and not watched.discovery_warned \
+                and self._wall() - watched.booted_at >= \
+                self._discovery_timeout:
+            self._discovery_warning(watched)
+        if now < watched.next_ping or self._pool.busy >= self.max_in_flight:
+            return
+        watched.next_ping = max(watched.next_ping + settings.interval,
+                                now + settings.interval / 2)
+        watched.ping = self._submit(('ping', watched.uuid),
+                                    self._driver.guest_agent_command,
+                                    watched.uuid, PING, settings.timeout)
+        watched.ping_counted = False
+        watched.last_ping_at = now
+        self.pings_total += 1
+
+    def _on_ping(self, watched, job):
+        if watched.ping is job:
+            watched.ping = None
+        counted, watched.ping_counted = watched.ping_counted, False
+        watched.last_latency = job.finished - job.submitted
+        error = job.error
+        if error is None:
+            watched.last_error = None
+            self._input(watched, gs.PING_OK, 'answered in %.3fs'
+                        % watched.last_latency)
+            return
+        watched.last_error = str(error)
+        if isinstance(error, exception.DomainNotFound):
+            self._forget(watched.uuid, 'undefined')
+        elif isinstance(error, exception.NotSupported):
+            LOG.info('%s (%s): guest-agent calls not supported here; not '
+                     'pinged', watched.name, watched.uuid)
+            watched.pingable = False
+        elif isinstance(error, exception.AgentError) and \
+                error.code != _ERR_OPERATION_INVALID:
+            if not counted:
+                self._ping_failed(watched, str(error))
+        else:
+            # libvirtd unreachable, or the domain stopped running: not the
+            # guest's doing; the events or the next refresh say more.
+            LOG.debug('%s (%s): ping not counted: %s', watched.name,
+                      watched.uuid, error)
+
+    def _ping_failed(self, watched, why):
+        if watched.state == gs.DISCOVERY:
+            LOG.debug('%s (%s): agent not answering yet: %s', watched.name,
+                      watched.uuid, why)
+            return
+        self._input(watched, gs.PING_FAILED, why)
+
+    # --- the machine -------------------------------------------------------
+
+    def _input(self, watched, event, why, boot=False):
+        old = watched.state
+        new = gs.next_state(old, event)
+        watched.state = new
+        if event == gs.PING_OK:
+            self._answered(watched, old, why)
+        elif event == gs.PING_FAILED:
+            self._failed(watched, old, why)
+        elif event in (gs.HUNG, gs.AGENT_DOWN):
+            self._judged(watched, old, event, why)
+        else:  # SUPPRESS, RESET
+            reported = old == gs.REPORTED and watched.verdict == gs.HUNG
+            watched.failures = 0
+            watched.verdict = None
+            watched.channel_closed_at = None
+            watched.baseline = None
+            watched.judging = False
+            if event == gs.RESET:
+                watched.discovery_warned = False
+                watched.next_ping = self._clock() + watched.settings.interval
+                if boot:
+                    watched.booted_at = self._wall()
+            if reported:
+                self._close_episode(watched)
+            if old != new or boot:
+                LOG.info('%s (%s): guest agent %s -> %s (%s)', watched.name,
+                         watched.uuid, old, new, why)
+                self._save(watched)
+
+    def _answered(self, watched, old, why):
+        closed = old == gs.REPORTED and watched.verdict == gs.HUNG
+        failures, watched.failures = watched.failures, 0
+        watched.verdict = None
+        watched.channel_closed_at = None
+        watched.baseline = None
+        watched.judging = False
+        if old == gs.HEALTHY:
+            return
+        LOG.info('%s (%s): guest agent %s -> healthy (%s)', watched.name,
+                 watched.uuid, old, why)
+        if closed:
+            self._close_episode(watched)
+        if old == gs.REPORTED:
+            self._notify(watched, old, 'the guest agent answers again after '
+                         '%d failed ping(s)' % failures,
+                         fields.NotificationPriority.INFO, failures)
+        self._save(watched)
+
+    def _failed(self, watched, old, why):
+        watched.failures += 1
+        LOG.info('%s (%s): guest-ping failed (%d in a row): %s', watched.name,
+                 watched.uuid, watched.failures, why)
+        if old == gs.HEALTHY:
+            self._submit(('baseline', watched.uuid),
+                         self._driver.get_guest_counters, watched.uuid)
+        threshold = watched.settings.failure_threshold
+        if not watched.judging and watched.failures >= threshold and (
+                old != gs.REPORTED or watched.verdict == gs.AGENT_DOWN):
+            watched.judging = True
+            self._submit(('judge', watched.uuid), self._gather,
+                         watched.uuid, watched.baseline)
+        self._save(watched)
+
+    def _on_baseline(self, watched, job):
+        if job.error is None and watched.state in (gs.ERROR, gs.REPORTED):
+            watched.baseline = (job.result, job.finished)
+
+    def _gather(self, uuid, baseline):
+        """Native thread: counters for the verdict.
+
+        The counters now against ``baseline`` (read at the first failed
+        ping; without one, two readings ``evidence_settle`` apart), and,
+        if the vCPUs ran and the guest sent nothing, its disk requests
+        over ``evidence_settle`` seconds: disk counters ask QEMU, so only
+        once it is seen running.
+        """
+        counters = self._driver.get_guest_counters
+        settle = self._backend.native_sleep
+        try:
+            if baseline is None:
+                baseline = (counters(uuid), self._clock())
+                settle(self._settle)
+            after = (counters(uuid), self._clock())
+        except exception.HypervisorError as error:
+            LOG.info('%s: no counters for the verdict: %s', uuid, error)
+            return baseline, None, None
+        before, now = baseline[0], after[0]
+        disk = None
+        if None not in (before.cpu_time, now.cpu_time) and \
+                now.cpu_time > before.cpu_time and \
+                not (now.net_tx_packets or 0) - (before.net_tx_packets or 0):
+            try:
+                first = counters(uuid, disk=True)
+                settle(self._settle)
+                second = counters(uuid, disk=True)
+                if None not in (first.disk_requests, second.disk_requests):
+                    disk = second.disk_requests - first.disk_requests
+            except exception.HypervisorError as error:
+                LOG.info('%s: no disk counters for the verdict: %s', uuid,
+                         error)
+        return baseline, after, disk
+
+    def _on_judge(self, watched, job):
+        watched.judging = False
+        if watched.state not in (gs.ERROR, gs.REPORTED):
+            return  # recovered, paused or rebooted meanwhile
+        if watched.state == gs.REPORTED and watched.verdict == gs.HUNG:
+            return
+        baseline, after, disk = (job.result if job.error is None
+                                 else (None, None, None))
+        closed = watched.channel_closed_at
+        judgement = evidence.judge(
+            watched.failures,
+            after[1] - baseline[1] if baseline and after else 0,
+            baseline[0] if baseline else None,
+            after[0] if after else None, disk,
+            None if closed is None else self._clock() - closed)
+        if after is not None:
+            watched.baseline = after  # the next window starts here
+        if watched.verdict == judgement.verdict:
+            return  # still only the agent: said once already
+        self._input(watched, judgement.verdict, judgement.evidence)
+
+    def _judged(self, watched, old, verdict, why):
+        watched.verdict = verdict
+        if verdict == gs.AGENT_DOWN:
+            LOG.warning('%s (%s): guest agent down, guest alive: %s',
+                        watched.name, watched.uuid, why)
+            self._notify(watched, old, 'agent down, guest alive: ' + why,
+                         fields.NotificationPriority.WARN, watched.failures)
+        else:
+            action, reason = self._action(watched)
+            LOG.warning('%s (%s): guest hung: %s; %s', watched.name,
+                        watched.uuid, why, reason)
+            if action is None:
+                self._report(watched, why)
+            else:
+                watched.actions.append(self._wall())
+                self._submit(('action', watched.uuid), action, watched.uuid)
+            self._notify(watched, old, 'guest hung: %s; %s' % (why, reason),
+                         fields.NotificationPriority.ERROR, watched.failures)
+        self._save(watched)
+
+    # --- corrective actions ------------------------------------------------
+
+    def _action(self, watched):
+        """(callable or None, why) for a hung guest."""
+        action = watched.settings.action
+        if action == 'notify':
+            return None, 'failure reported'
+        budget, window, min_uptime = self._budget
+        now = self._wall()
+        watched.actions = [t for t in watched.actions if now - t < window]
+        uptime = now - (watched.booted_at or now)
+        if uptime < min_uptime:
+            return None, ('no %s: up only %.0fs (action_min_uptime %.0fs); '
+                          'failure reported' % (action, uptime, min_uptime))
+        if len(watched.actions) >= budget:
+            return None, ('no %s: %d already in the last %.0fs (action_'
+                          'budget); failure reported'
+                          % (action, len(watched.actions), window))
+        function = (self._driver.reset_instance if action == 'reset'
+                    else self._driver.restart_instance)
+        return function, '%s %d of %d in %.0fs; no failure reported' % (
+            action, len(watched.actions) + 1, budget, window)
+
+    def _on_action(self, watched, job):
+        action = watched.settings.action
+        if job.error is None:
+            LOG.info('%s (%s): %s done', watched.name, watched.uuid, action)
+            return
+        why = '%s failed: %s' % (action, job.error)
+        LOG.error('%s (%s): %s; reporting the failure', watched.name,
+                  watched.uuid, why)
+        self._report(watched, why)
+        self._notify(watched, watched.state, why + '; failure reported',
+                     fields.NotificationPriority.ERROR, watched.failures)
+
+    # --- writing -----------------------------------------------------------
+
+    def _report(self, watched, why):
+        verdict = HUNG_VERDICT._replace(evidence='guest agent: ' + why)
+        when = self._wall()
+
+        def write(tx):
+            row = self._reporter.store.get(tx, watched.uuid)
+            self._reporter.report(tx, row, watched.uuid, watched.name,
+                                  verdict, when)
+        self._writes.append(write)
+
+    def _close_episode(self, watched):
+        def write(tx):
+            row = self._reporter.store.get(tx, watched.uuid)
+            if row is not None and \
+                    row.failure_cause == fields.FailureCause.GUEST_HUNG:
+                self._reporter.store.close_failure(tx, watched.uuid)
+        self._writes.append(write)
+
+    def _discovery_warning(self, watched):
+        watched.discovery_warned = True
+        why = ('the guest agent has not answered in the %.0fs since boot '
+               '(discovery_timeout): not installed, not started, or the '
+               'guest is stuck booting' % self._discovery_timeout)
+        LOG.warning('%s (%s): %s', watched.name, watched.uuid, why)
+        self._notify(watched, gs.DISCOVERY, why,
+                     fields.NotificationPriority.WARN, 0)
+        self._save(watched)
+
+    def _notify(self, watched, old, reason, priority, failures):
+        notification = guest_health.guest_health_notification(
+            self._reporter.host, watched.uuid, watched.name, old,
+            watched.state, reason, failures,
+            failure_monitor.utc(self._wall()),
+            priority=priority)
+        self._writes.append(lambda tx: self._reporter.outbox.add(
+            tx, notification.to_message()))
+
+    def _save(self, watched):
+        watched.changed_at = self._wall()
+        row = watched.row()
+        self._writes.append(lambda tx: self._store.save(tx, row))
+
+    def _write(self):
+        writes, self._writes = self._writes, []
+        if writes:
+            with self._journal.transaction() as tx:
+                for write in writes:
+                    write(tx)
+
+    # --- what operators see ------------------------------------------------
+
+    def status(self):
+        """One dict per VM the monitor knows, for status and metrics."""
+        return [{
+            'uuid': w.uuid, 'name': w.name, 'state': w.state,
+            'pinged': bool(w.pingable), 'failures': w.failures,
+            'verdict': w.verdict, 'last_ping_latency': w.last_latency,
+            'last_error': w.last_error,
+        } for w in self._watched.values()]
+
