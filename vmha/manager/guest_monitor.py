@@ -187,9 +187,13 @@ class GuestAgentMonitor:
 
     # --- running -----------------------------------------------------------
 
-    def start(self):
+    def load(self):
+        """Read the last run's states; the first step lists the domains."""
         self._saved = self._store.all()
         self._next_refresh = self._clock()
+
+    def start(self):
+        self.load()
         self._running = True
         self._task = self._backend.spawn(self._loop, name='vmha-guest-agent')
 
