@@ -12,9 +12,9 @@ guest-agent pings) and hands their results back to one task of the
 backend through a ``WakeupPipe``; the task never blocks a hub.
 """
 
+import _queue
 import collections
 import os
-import queue
 import select
 import threading
 import time
@@ -204,7 +204,8 @@ class NativePool:
         self._size = size
         self._name = name
         self._clock = clock
-        self._jobs = queue.SimpleQueue()  # C-level: safe from any thread
+        # The C queue: eventlet's monkey patching replaces queue's own.
+        self._jobs = _queue.SimpleQueue()
         self._finished = collections.deque()
         self._pipe = backend.pipe()
         self._threads = 0

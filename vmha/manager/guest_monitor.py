@@ -103,6 +103,7 @@ class Watched:
         self.ping = None  # the outstanding ping job
         self.ping_counted = False
         self.last_ping_at = None
+        self.last_outcome_at = None  # answered, failed or counted
         self.last_latency = None
         self.last_error = None
         self.channel_closed_at = None
@@ -395,6 +396,7 @@ class GuestAgentMonitor:
                     late >= settings.timeout + DEADLINE_GRACE:
                 # libvirt holds it ~5 s: no answer in time is a failure.
                 watched.ping_counted = True
+                watched.last_outcome_at = now
                 self._ping_failed(watched, 'no answer in %.1fs' % late)
             return
         if watched.state == gs.DISCOVERY and not watched.discovery_warned \
@@ -417,6 +419,8 @@ class GuestAgentMonitor:
             watched.ping = None
         counted, watched.ping_counted = watched.ping_counted, False
         watched.last_latency = job.finished - job.submitted
+        if not counted:
+            watched.last_outcome_at = self._clock()
         error = job.error
         if error is None:
             watched.last_error = None
@@ -685,7 +689,8 @@ class GuestAgentMonitor:
         return [{
             'uuid': w.uuid, 'name': w.name, 'state': w.state,
             'pinged': bool(w.pingable), 'failures': w.failures,
-            'verdict': w.verdict, 'last_ping_latency': w.last_latency,
-            'last_error': w.last_error,
+            'verdict': w.verdict, 'last_ping_at': w.last_ping_at,
+            'last_outcome_at': w.last_outcome_at,
+            'last_ping_latency': w.last_latency, 'last_error': w.last_error,
         } for w in self._watched.values()]
 

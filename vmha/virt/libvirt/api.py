@@ -12,6 +12,7 @@ no caller ever catches ``libvirt.libvirtError``.
 """
 
 import json
+import math
 import threading
 import weakref
 
@@ -240,11 +241,15 @@ class Domain:
             raise _translate(error)
 
     def agent_command(self, command, timeout):
-        """Send a guest-agent command (a dict); return the decoded reply."""
+        """Send a guest-agent command (a dict); return the decoded reply.
+
+        libvirt takes whole seconds (0 would mean "do not wait"): the
+        timeout is rounded up."""
         api = self._connection._api
         try:
             reply = api._qemu.qemuAgentCommand(
-                self._dom, json.dumps(command), int(timeout), 0)
+                self._dom, json.dumps(command), max(1, math.ceil(timeout)),
+                0)
         except self._connection._lv.libvirtError as error:
             code = error.get_error_code()
             message = error.get_error_message() or str(error)
