@@ -56,18 +56,22 @@ A guest whose agent never answers by then gets one warning notification
 before its agent answered once.
 """),
     cfg.IntOpt('max_concurrent_pings',
-               default=16,
+               default=32,
                min=1,
                help="""
 Most guest-agent calls in flight at once (pings and the counters read
 before a verdict).
 
 Each call holds one libvirtd worker thread until the guest answers or
-times out: a hung guest holds one for 2-5 s per ping.  libvirtd runs at
-most ``max_workers`` calls at once for all its clients (libvirtd.conf,
-default 20) and nova-compute needs some of them: keep this value at
-least 4 below ``max_workers``.  On hosts where many guests may hang at
-once, raise both (for example ``max_workers = 140`` and 128 here).
+times out: a hung guest holds one for 2-5 s per ping, so this bounds
+how many hung guests the monitor can carry and still ping the others
+within one cycle (about this value minus 20).  libvirtd runs at most
+``max_workers`` calls at once for all its clients (libvirtd.conf,
+default 20) and nova-compute needs some of them: set ``max_workers`` to
+at least this value plus 20 (52 for the default).  Calls beyond
+libvirtd's limits wait in libvirtd: late, never counted as failures.
+On hosts where many guests may hang at once raise both (for example
+128 here and ``max_workers = 150``).
 """),
     cfg.IntOpt('max_client_requests',
                default=5,

@@ -25,6 +25,8 @@ and judges (``evidence``).  See ``guest_states`` for the machine.
 """
 
 import collections
+import heapq
+import itertools
 import logging
 import time
 
@@ -45,6 +47,9 @@ LOG = logging.getLogger(__name__)
 
 PING = {'execute': 'guest-ping'}
 DEADLINE_GRACE = 0.5
+# Changes that send nothing (a guest became healthy) are committed at most
+# this often; notifications are committed at once.
+WRITE_WINDOW = 0.2
 _ERR_OPERATION_INVALID = 55  # "domain is not running": not the guest's doing
 
 _SUPPRESSING = frozenset({
@@ -157,6 +162,11 @@ class GuestAgentMonitor:
         self._watched = {}
         self._saved = {}  # rows of the last run, until each VM is seen
         self._writes = []
+        self._urgent = False
+        self._last_commit = clock()
+        self._origin = clock()
+        self._schedule = []  # heap of (when, seq, uuid, job or None)
+        self._seq = itertools.count()
         self._next_refresh = None
         self._refreshing = False
         self._running = False
@@ -205,39 +215,71 @@ class GuestAgentMonitor:
             self._task.join(timeout)
             self._task = None
         self._pool.close()
+        self.flush()
 
     def _loop(self):
+        jobs = []
         while self._running:
             try:
-                self.step()
+                self.step(jobs)
             except Exception:  # the monitor must outlive any one failure
                 LOG.exception('Guest-agent monitor step failed; going on')
-            if self._running:
-                self._finish(self._pool.wait(self._sleep_time()))
+            if not self._running:
+                break
+            jobs = self._pool.wait(self._sleep_time())
 
     def _sleep_time(self):
-        due = [self._next_refresh] + [
-            w.next_ping for w in self._watched.values() if self._pingable(w)]
-        due += [w.last_ping_at + w.settings.timeout + DEADLINE_GRACE
-                for w in self._watched.values()
-                if w.ping is not None and not w.ping_counted]
-        return max(0.0, min(due) - self._clock()) if due else 1.0
+        if self._pool.busy >= self.max_in_flight:
+            return 0.05  # a finished call wakes the loop sooner
+        due = [self._next_refresh]
+        if self._schedule:
+            due.append(self._schedule[0][0])
+        if self._writes:
+            due.append(self._last_commit + WRITE_WINDOW)
+        return max(0.0, min(due) - self._clock())
 
-    def step(self):
+    def _next_tick(self, now, interval):
+        """The next multiple of ``interval`` since the monitor started:
+        guests with the same interval are pinged together, in cycles."""
+        ticks = int((now - self._origin) / interval) + 1
+        return self._origin + ticks * interval
+
+    def _plan(self, watched, when, job=None):
+        """Ping ``watched`` at ``when`` (or, with ``job``, check then
+        whether that ping is overdue)."""
+        if job is None:
+            watched.next_ping = when
+        heapq.heappush(self._schedule,
+                       (when, next(self._seq), watched.uuid, job))
+
+    def step(self, jobs=()):
         """Handle events, finished calls and what is due; write once."""
         now = self._clock()
         self.last_step_at = now
         while self._inbox:
             self._on_event(self._inbox.popleft(), now)
-        self._finish(self._pool.collect(), write=False)
+        self._finish(list(jobs) + self._pool.collect())
         if now >= self._next_refresh and not self._refreshing:
             self._refreshing = True
             self._submit(('list', None), self._driver.list_instances)
-        for watched in list(self._watched.values()):
-            self._due(watched, now)
+        blocked = []
+        schedule = self._schedule
+        while schedule and schedule[0][0] <= now:
+            entry = heapq.heappop(schedule)
+            watched = self._watched.get(entry[2])
+            if watched is None or not self._pingable(watched):
+                continue
+            if entry[3] is not None:
+                self._overdue(watched, entry[3], now)
+            elif self._pool.busy >= self.max_in_flight:
+                blocked.append(entry)
+            elif entry[0] == watched.next_ping and watched.ping is None:
+                self._due(watched, now)
+        for entry in blocked:
+            heapq.heappush(schedule, entry)
         self._write()
 
-    def _finish(self, jobs, write=True):
+    def _finish(self, jobs):
         for job in jobs:
             kind, uuid = job.key
             if kind == 'list':
@@ -248,8 +290,6 @@ class GuestAgentMonitor:
             watched = self._watched.get(uuid)
             if watched is not None:
                 getattr(self, '_on_' + kind)(watched, job)
-        if write:
-            self._write()
 
     def _submit(self, key, function, *args):
         return self._pool.submit(key, function, *args)
@@ -327,6 +367,7 @@ class GuestAgentMonitor:
         if watched.pingable:
             LOG.info('%s (%s): pinging its guest agent (%s)', watched.name,
                      watched.uuid, watched.settings)
+            self._plan(watched, watched.next_ping)
             self._save(watched)
         else:
             self._writes.append(lambda tx: self._store.forget(
@@ -376,7 +417,7 @@ class GuestAgentMonitor:
             if event.connected:
                 watched.channel_closed_at = None
                 if watched.state == gs.DISCOVERY:
-                    watched.next_ping = now  # the agent is up: ask now
+                    self._plan(watched, now)  # the agent is up: ask now
             elif event.reason == 'CHANNEL':
                 watched.channel_closed_at = now
 
@@ -385,38 +426,36 @@ class GuestAgentMonitor:
     def _pingable(self, watched):
         return watched.pingable and watched.state in gs.PINGED
 
+    def _overdue(self, watched, job, now):
+        if watched.ping is job and not watched.ping_counted and \
+                watched.state in (gs.ERROR, gs.REPORTED):
+            # libvirt holds it ~5 s: no answer in time is a failure.
+            watched.ping_counted = True
+            watched.last_outcome_at = now
+            self._ping_failed(watched, 'no answer in %.1fs'
+                              % (now - job.submitted))
+
     def _due(self, watched, now):
-        if not self._pingable(watched):
-            return
         settings = watched.settings
-        if watched.ping is not None:
-            late = now - watched.last_ping_at
-            if watched.state in (gs.ERROR, gs.REPORTED) and \
-                    not watched.ping_counted and \
-                    late >= settings.timeout + DEADLINE_GRACE:
-                # libvirt holds it ~5 s: no answer in time is a failure.
-                watched.ping_counted = True
-                watched.last_outcome_at = now
-                self._ping_failed(watched, 'no answer in %.1fs' % late)
-            return
         if watched.state == gs.DISCOVERY and not watched.discovery_warned \
                 and self._wall() - watched.booted_at >= \
                 self._discovery_timeout:
             self._discovery_warning(watched)
-        if now < watched.next_ping or self._pool.busy >= self.max_in_flight:
-            return
-        watched.next_ping = max(watched.next_ping + settings.interval,
-                                now + settings.interval / 2)
         watched.ping = self._submit(('ping', watched.uuid),
                                     self._driver.guest_agent_command,
                                     watched.uuid, PING, settings.timeout)
         watched.ping_counted = False
         watched.last_ping_at = now
         self.pings_total += 1
+        self._plan(watched, self._next_tick(now, settings.interval))
+        self._plan(watched, now + settings.timeout + DEADLINE_GRACE,
+                   watched.ping)
 
     def _on_ping(self, watched, job):
         if watched.ping is job:
             watched.ping = None
+            if watched.next_ping <= self._clock():
+                self._plan(watched, watched.next_ping)  # it waited for us
         counted, watched.ping_counted = watched.ping_counted, False
         watched.last_latency = job.finished - job.submitted
         if not counted:
@@ -472,7 +511,8 @@ class GuestAgentMonitor:
             watched.judging = False
             if event == gs.RESET:
                 watched.discovery_warned = False
-                watched.next_ping = self._clock() + watched.settings.interval
+                self._plan(watched, self._next_tick(
+                    self._clock(), watched.settings.interval))
                 if boot:
                     watched.booted_at = self._wall()
             if reported:
@@ -642,6 +682,7 @@ class GuestAgentMonitor:
             self._reporter.report(tx, row, watched.uuid, watched.name,
                                   verdict, when)
         self._writes.append(write)
+        self._urgent = True
 
     def _close_episode(self, watched):
         def write(tx):
@@ -669,6 +710,7 @@ class GuestAgentMonitor:
             priority=priority)
         self._writes.append(lambda tx: self._reporter.outbox.add(
             tx, notification.to_message()))
+        self._urgent = True
 
     def _save(self, watched):
         watched.changed_at = self._wall()
@@ -676,7 +718,15 @@ class GuestAgentMonitor:
         self._writes.append(lambda tx: self._store.save(tx, row))
 
     def _write(self):
+        if self._writes and (self._urgent or self._clock() -
+                             self._last_commit >= WRITE_WINDOW):
+            self.flush()
+
+    def flush(self):
+        """Commit every change not yet written, in one transaction."""
         writes, self._writes = self._writes, []
+        self._urgent = False
+        self._last_commit = self._clock()
         if writes:
             with self._journal.transaction() as tx:
                 for write in writes:

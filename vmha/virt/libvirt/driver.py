@@ -60,7 +60,7 @@ class LibvirtDriver(driver.VirtDriver):
     def __init__(self, uri, backend='eventlet', stopped_delay=15.0,
                  queue_size=10000, keepalive_interval=5, keepalive_count=3,
                  reconnect_min=0.5, reconnect_max=30.0, api=None,
-                 handler_factory=None, agent_calls=16,
+                 handler_factory=None, agent_calls=32,
                  max_client_requests=5):
         super().__init__()
         self._api = api or libvirt_api.LibvirtAPI()
