@@ -24,7 +24,9 @@ pytestmark = pytest.mark.realvm
 
 
 class InProcessAgent:
-    def __init__(self, tmp_path, stopped_delay=1.0):
+    """:param overrides: {(group, option): value} on top of the defaults"""
+
+    def __init__(self, tmp_path, stopped_delay=1.0, overrides=None):
         conf = cfg.ConfigOpts()
         vmha.conf.register_opts(conf)
         conf([], project='vmha')
@@ -32,6 +34,8 @@ class InProcessAgent:
         conf.set_override('concurrency_backend', BACKEND)
         conf.set_override('connection_uri', 'qemu:///system',
                           group='libvirt')
+        for (group, option), value in (overrides or {}).items():
+            conf.set_override(option, value, group=group)
         self.driver = libvirt_driver.LibvirtDriver(
             'qemu:///system', backend=BACKEND, stopped_delay=stopped_delay,
             keepalive_interval=2, keepalive_count=2, reconnect_min=0.2,
@@ -54,6 +58,16 @@ class InProcessAgent:
     def failures(self, uuid):
         return [m.payload['vmha_object.data']
                 for _, m in self.of(uuid, 'instance.failure')]
+
+    def health(self, uuid):
+        return [m.payload['vmha_object.data']
+                for _, m in self.of(uuid, 'guest.health')]
+
+    def guest_state(self, uuid):
+        for status in self.service.guest_monitor.status():
+            if status['uuid'] == uuid:
+                return status['state']
+        return None
 
     def lifecycle(self, uuid):
         return [m.payload['vmha_object.data']['vir_domain_event']

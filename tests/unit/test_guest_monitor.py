@@ -443,3 +443,19 @@ def test_a_domain_that_stops_is_forgotten(host):
     assert dom.UUIDString() not in host.monitor._store.all()
     assert all(s['uuid'] != dom.UUIDString()
                for s in host.monitor.status())
+
+
+def test_counters_that_never_come_do_not_hold_the_verdict_back(host):
+    dom = host.vm()
+    host.step()
+    hang(dom)
+    host.pool.hold_keys.add(('judge', dom.UUIDString()))
+    host.run(10, every=5)
+    assert host.failures() == []  # judging
+    host.run(15, every=5)
+    assert len(host.failures()) == 1
+    assert 'no host-side counters' in \
+        host.messages('instance.failure')[0]['evidence']
+    host.pool.release(('judge', dom.UUIDString()))
+    host.run(10, every=5)
+    assert len(host.failures()) == 1

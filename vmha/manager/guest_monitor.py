@@ -47,6 +47,7 @@ LOG = logging.getLogger(__name__)
 
 PING = {'execute': 'guest-ping'}
 DEADLINE_GRACE = 0.5
+JUDGE_BOUND = 10  # seconds the counters for a verdict may take
 # Changes that send nothing (a guest became healthy) are committed at most
 # this often; notifications are committed at once.
 WRITE_WINDOW = 0.2
@@ -113,7 +114,7 @@ class Watched:
         self.last_error = None
         self.channel_closed_at = None
         self.baseline = None  # (Counters, monotonic time)
-        self.judging = False
+        self.judging = None  # the job gathering evidence
 
     def row(self):
         return guest_store.GuestRow(
@@ -508,7 +509,7 @@ class GuestAgentMonitor:
             watched.verdict = None
             watched.channel_closed_at = None
             watched.baseline = None
-            watched.judging = False
+            watched.judging = None
             if event == gs.RESET:
                 watched.discovery_warned = False
                 self._plan(watched, self._next_tick(
@@ -528,7 +529,7 @@ class GuestAgentMonitor:
         watched.verdict = None
         watched.channel_closed_at = None
         watched.baseline = None
-        watched.judging = False
+        watched.judging = None
         if old == gs.HEALTHY:
             return
         LOG.info('%s (%s): guest agent %s -> healthy (%s)', watched.name,
@@ -549,11 +550,18 @@ class GuestAgentMonitor:
             self._submit(('baseline', watched.uuid),
                          self._driver.get_guest_counters, watched.uuid)
         threshold = watched.settings.failure_threshold
-        if not watched.judging and watched.failures >= threshold and (
+        stuck = watched.judging is not None and \
+            self._clock() - watched.judging.submitted > JUDGE_BOUND
+        if stuck:
+            # libvirt waits on QEMU for the counters: no more waiting.
+            LOG.warning('%s (%s): no counters in %ds; judging without',
+                        watched.name, watched.uuid, JUDGE_BOUND)
+            self._on_judge(watched, None)
+        elif watched.judging is None and watched.failures >= threshold and (
                 old != gs.REPORTED or watched.verdict == gs.AGENT_DOWN):
-            watched.judging = True
-            self._submit(('judge', watched.uuid), self._gather,
-                         watched.uuid, watched.baseline)
+            watched.judging = self._submit(('judge', watched.uuid),
+                                           self._gather, watched.uuid,
+                                           watched.baseline)
         self._save(watched)
 
     def _on_baseline(self, watched, job):
@@ -596,12 +604,15 @@ class GuestAgentMonitor:
         return baseline, after, disk
 
     def _on_judge(self, watched, job):
-        watched.judging = False
+        """The verdict from ``job``'s counters (None: without any)."""
+        if job is not None and job is not watched.judging:
+            return  # given up on (JUDGE_BOUND), or of an older episode
+        watched.judging = None
         if watched.state not in (gs.ERROR, gs.REPORTED):
             return  # recovered, paused or rebooted meanwhile
         if watched.state == gs.REPORTED and watched.verdict == gs.HUNG:
             return
-        baseline, after, disk = (job.result if job.error is None
+        baseline, after, disk = (job.result if job and job.error is None
                                  else (None, None, None))
         closed = watched.channel_closed_at
         judgement = evidence.judge(

@@ -230,6 +230,12 @@ class Domain:
     def xml(self):
         return self._call(self._dom.XMLDesc, 0)
 
+    def cpu_time(self):
+        """Nanoseconds of CPU the domain used (virDomainGetInfo: read
+        from /proc, so it answers even while QEMU is stopped; the CPU
+        group of virDomainListGetStats may wait on QEMU's monitor)."""
+        return self._call(self._dom.info)[4]
+
     def metadata(self, namespace_uri):
         """The domain's metadata element in ``namespace_uri`` (XML text),
         or None when it has none."""

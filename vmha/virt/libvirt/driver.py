@@ -133,15 +133,16 @@ class LibvirtDriver(driver.VirtDriver):
             self.host.get_connection().lookup(uuid).xml(), namespace_uri)
 
     def get_guest_counters(self, uuid, disk=False):
-        stats = guest.STATS_CPU_TOTAL | guest.STATS_INTERFACE
-        if disk:
-            # NOWAIT: skip (not wait for) the disk counters while another
-            # job holds the domain.
-            stats |= guest.STATS_BLOCK
-
         def read(conn):
-            return conn.domain_stats(conn.lookup(uuid), stats,
-                                     guest.STATS_NOWAIT if disk else 0)
+            domain = conn.lookup(uuid)
+            stats = conn.domain_stats(domain, guest.STATS_INTERFACE)
+            if disk:
+                # NOWAIT: skip (never wait for) the disk counters while
+                # another job holds the domain.
+                stats.update(conn.domain_stats(
+                    domain, guest.STATS_BLOCK, guest.STATS_NOWAIT))
+            stats['cpu.time'] = domain.cpu_time()
+            return stats
         return guest.counters_from_stats(
             self.agent_connections.call(read), disk)
 

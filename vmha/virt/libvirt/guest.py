@@ -8,10 +8,12 @@ connection would queue behind each other (and behind a hung guest), so
 ``AgentConnections`` keeps a few connections for agent calls only and
 puts at most ``per_connection`` calls in flight on each.
 
-Counters come from ``virDomainListGetStats``: the CPU time (from the
-cgroup) and the interface counters (from the host's tap devices) never
-ask QEMU; the disk counters do (the QEMU monitor), so a caller asks for
-them only once it saw the vCPUs move, that is while QEMU runs.
+Counters: the CPU time comes from ``virDomainGetInfo`` (libvirt reads
+it from /proc) and the interface counters from the host's tap devices:
+neither asks QEMU.  The CPU group of ``virDomainListGetStats`` does (it
+blocked for as long as QEMU was stopped, measured on libvirt 9.0), and
+so do the disk counters (QEMU's monitor): a caller asks for disk
+counters only once it saw the vCPUs move, that is while QEMU runs.
 """
 
 import collections
@@ -26,7 +28,6 @@ LOG = logging.getLogger(__name__)
 AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 # virDomainStatsTypes and virConnectGetAllDomainStatsFlags (stable ABI).
-STATS_CPU_TOTAL = 2
 STATS_INTERFACE = 16
 STATS_BLOCK = 32
 STATS_NOWAIT = 1 << 29
