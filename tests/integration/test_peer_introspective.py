@@ -17,10 +17,15 @@ import time
 
 import pytest
 
+from tests.conftest import BACKEND
 from tests.integration import peer_monitor
 from tests.integration import testbed
 
-pytestmark = pytest.mark.realvm
+pytestmark = [
+    pytest.mark.realvm,
+    # The peer does not depend on vmha's backend: measured in one run.
+    pytest.mark.skipif(BACKEND == 'eventlet', reason='runs under threading'),
+]
 
 INTERVAL = 10
 TIMEOUT = 2
