@@ -210,7 +210,7 @@ def test_threshold_edges(tmp_path, threshold):
     dom = host.vm()
     host.step()
     hang(dom)
-    for failures in range(1, threshold):
+    for _ in range(1, threshold):
         host.step(5)
         assert host.state_of(dom) == gs.ERROR
     assert host.failures() == []
