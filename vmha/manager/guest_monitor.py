@@ -724,6 +724,8 @@ class GuestAgentMonitor:
         self._urgent = True
 
     def _save(self, watched):
+        if watched.pingable is False:
+            return  # no agent channel (or opted out): nothing to keep
         watched.changed_at = self._wall()
         row = watched.row()
         self._writes.append(lambda tx: self._store.save(tx, row))
@@ -753,5 +755,5 @@ class GuestAgentMonitor:
             'verdict': w.verdict, 'last_ping_at': w.last_ping_at,
             'last_outcome_at': w.last_outcome_at,
             'last_ping_latency': w.last_latency, 'last_error': w.last_error,
-        } for w in self._watched.values()]
+        } for w in list(self._watched.values())]
 
