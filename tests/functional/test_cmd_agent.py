@@ -47,6 +47,10 @@ def test_bad_connection_uri_is_one_line_and_nonzero(tmp_path):
     ('[libvirt]\nkeepalive_interval = -1\n',
      'invalid value for [libvirt] keepalive_interval'),
     ('[DEFAULT]\nconcurrency_backend = asyncio\n', "found 'asyncio'"),
+    ('[guest_agent]\ninterval = 2\ntimeout = 3\n',
+     '[guest_agent] timeout (3.0) must be less than [guest_agent] interval'),
+    ('[guest_agent]\naction = reboot\n',
+     'invalid value for [guest_agent] action'),
     ('this is not ini\n', 'Failed to parse'),
 ])
 def test_bad_configuration_is_one_line_and_nonzero(tmp_path, config_text,
