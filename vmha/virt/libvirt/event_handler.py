@@ -22,10 +22,9 @@ Two variants run that loop: ``EventletEventHandler`` in a greenthread
 import collections
 import heapq
 import logging
-import select
 import time
 
-from vmha.concurrency import WakeupPipe
+from vmha import concurrency
 from vmha.virt import event as ev
 from vmha.virt.libvirt import event_builder
 
@@ -79,7 +78,7 @@ class EventHandler:
         return cls.variant(backend)(deliver, **kwargs)
 
     def _make_pipe(self):
-        return WakeupPipe()
+        return concurrency.get(self.backend).pipe()
 
     # --- producer side: any thread, never blocks, never logs ---------------
 
@@ -205,7 +204,8 @@ class EventHandler:
                 LOG.exception('Event dispatch failed; continuing')
 
     def _wait(self, timeout):
-        raise NotImplementedError
+        concurrency.get(self.backend).wait_readable(self._pipe.read_fd,
+                                                    timeout)
 
     def start(self):
         raise NotImplementedError
@@ -216,11 +216,13 @@ class EventHandler:
         self._pipe.wake()
 
     def start_native_thread(self, target, name):
-        """Start a daemon OS thread (libvirt event loop, reconnect)."""
-        raise NotImplementedError
+        """Start a daemon OS thread (libvirt event loop, reconnect): under
+        eventlet's monkey patching ``threading`` makes greenthreads, and
+        libvirt's event loop blocks in C."""
+        return concurrency.get(self.backend).native_thread(target, name)
 
     def native_sleep(self, seconds):
-        time.sleep(seconds)
+        concurrency.get(self.backend).native_sleep(seconds)
 
 
 class ThreadingEventHandler(EventHandler):
@@ -231,9 +233,6 @@ class ThreadingEventHandler(EventHandler):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._thread = None
-
-    def _wait(self, timeout):
-        select.select([self._pipe.read_fd], [], [], timeout)
 
     def start(self):
         self._running = True
@@ -246,12 +245,6 @@ class ThreadingEventHandler(EventHandler):
             self._thread.join(5)
             self._thread = None
 
-    def start_native_thread(self, target, name):
-        import threading
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        return thread
-
 
 class EventletEventHandler(EventHandler):
     """Dispatches in the greenthread ``emit_queued_events``."""
@@ -262,23 +255,9 @@ class EventletEventHandler(EventHandler):
         super().__init__(*args, **kwargs)
         self._greenthread = None
 
-    def _make_pipe(self):
-        from eventlet import patcher
-        unpatched_os = patcher.original('os')
-        return WakeupPipe(unpatched_os.read, unpatched_os.write)
-
     def emit_queued_events(self):
         """Greenthread body: wait on the wakeup pipe, dispatch, repeat."""
         self._run()
-
-    def _wait(self, timeout):
-        from eventlet import hubs
-        from eventlet import timeout as eventlet_timeout
-        try:
-            hubs.trampoline(self._pipe.read_fd, read=True, timeout=timeout,
-                            timeout_exc=eventlet_timeout.Timeout)
-        except eventlet_timeout.Timeout:
-            pass
 
     def start(self):
         import eventlet
@@ -290,16 +269,3 @@ class EventletEventHandler(EventHandler):
         if self._greenthread is not None:
             self._greenthread.wait()
             self._greenthread = None
-
-    def start_native_thread(self, target, name):
-        # Under monkey patching, threading makes greenthreads; libvirt's
-        # event loop blocks in C and needs a real OS thread.
-        from eventlet import patcher
-        threading = patcher.original('threading')
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        return thread
-
-    def native_sleep(self, seconds):
-        from eventlet import patcher
-        patcher.original('time').sleep(seconds)
