@@ -65,28 +65,11 @@ HUNG_VERDICT = decisions.Verdict(
     'STOPPED_FAILED', None, False)
 
 
-class Settings:
-    """One VM's guest-agent settings."""
-
-    FIELDS = ('enabled', 'interval', 'timeout', 'failure_threshold',
-              'action')
-
-    def __init__(self, enabled=True, interval=5.0, timeout=2.0,
-                 failure_threshold=2, action='notify'):
-        self.enabled = enabled
-        self.interval = interval
-        self.timeout = timeout
-        self.failure_threshold = failure_threshold
-        self.action = action
-
-    def merged(self, overrides):
-        values = {f: getattr(self, f) for f in self.FIELDS}
-        values.update(overrides)
-        return Settings(**values)
-
-    def __repr__(self):
-        return ', '.join('%s=%s' % (f, getattr(self, f))
-                         for f in self.FIELDS)
+Settings = collections.namedtuple(
+    'Settings', ['enabled', 'interval', 'timeout', 'failure_threshold',
+                 'action'], defaults=[True, 5.0, 2.0, 2, 'notify'])
+Settings.__doc__ = """One VM's guest-agent settings (``[guest_agent]``,
+overridden per VM by ``_replace(**metadata settings)``)."""
 
 
 class Watched:
@@ -358,9 +341,9 @@ class GuestAgentMonitor:
             self._forget(watched.uuid, None, keep_row=True)
             return
         description = job.result
-        watched.settings = self._defaults.merged(
-            selection.guest_agent_settings(description.metadata,
-                                           watched.name))
+        watched.settings = self._defaults._replace(
+            **selection.guest_agent_settings(description.metadata,
+                                             watched.name))
         monitored = self._selector.decide(watched.uuid, watched.name,
                                           description.metadata)
         watched.pingable = bool(description.agent_channel and monitored
