@@ -78,11 +78,9 @@ import contextlib
 import datetime
 import http.server
 import json
-import os
 import pathlib
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid as uuid_lib
@@ -415,35 +413,14 @@ class IntrospectiveMonitor:
     def _bin(self, name):
         return self.venv_dir / 'bin' / name
 
-    def _requirements(self):
-        return [MONITORS_REQUIREMENT, libvirt_requirement()]
-
     def ensure_installed(self):
         """Create the virtualenv with masakari-monitors and libvirt-python
         unless it is there already (shared, under a file lock)."""
-        stamp = self.venv_dir / '.vmha-requirement'
-        wanted = '\n'.join(self._requirements()) + '\n'
-        if self._installed(stamp, wanted):
-            return
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.venv_dir.mkdir(parents=True, exist_ok=True)
-        # Keep git quiet about the venv (.gitignore does not list it).
-        (self.venv_dir / '.gitignore').write_text('*\n')
-        with services.file_lock(self.venv_dir / '.install.lock'):
-            if self._installed(stamp, wanted):
-                return
-            started = time.monotonic()
-            services.run([sys.executable, '-m', 'venv', self.venv_dir],
-                         self.install_log, 300)
-            services.run([self._bin('pip'), 'install',
-                          *self._requirements()],
-                         self.install_log, 1800, env=self._env())
-            stamp.write_text(wanted)
-            self.timings['install'] = time.monotonic() - started
-
-    def _installed(self, stamp, wanted):
-        return (stamp.exists() and stamp.read_text() == wanted
-                and self._bin(CONSOLE_SCRIPT).exists())
+        seconds = services.ensure_venv(
+            self.venv_dir, [MONITORS_REQUIREMENT, libvirt_requirement()],
+            self._bin(CONSOLE_SCRIPT), self.install_log)
+        if seconds is not None:
+            self.timings['install'] = seconds
 
     def version(self):
         """The installed masakari-monitors version."""
@@ -457,10 +434,7 @@ class IntrospectiveMonitor:
     # -- configuring -------------------------------------------------------
 
     def _env(self):
-        env = dict(os.environ)
-        for name in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV'):
-            env.pop(name, None)
-        return env
+        return services.foreign_env()
 
     def write_config(self):
         self.base_dir.mkdir(parents=True, exist_ok=True)

@@ -437,26 +437,10 @@ class MasakariAPI:
 
     def ensure_installed(self):
         """Create the virtualenv with masakari unless it is there already."""
-        stamp = self.venv_dir / '.vmha-requirement'
-        if self._installed(stamp):
-            return
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.venv_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.venv_dir / '.install.lock'):
-            if self._installed(stamp):  # another session was faster
-                return
-            started = time.monotonic()
-            run([sys.executable, '-m', 'venv', self.venv_dir],
-                self.install_log, 300)
-            run([self._bin('pip'), 'install', MASAKARI_REQUIREMENT],
-                self.install_log, 1800, env=self._env())
-            stamp.write_text(MASAKARI_REQUIREMENT + '\n')
-            self.timings['install'] = time.monotonic() - started
-
-    def _installed(self, stamp):
-        return (stamp.exists()
-                and stamp.read_text().strip() == MASAKARI_REQUIREMENT
-                and self._bin('masakari-api').exists())
+        seconds = ensure_venv(self.venv_dir, [MASAKARI_REQUIREMENT],
+                              self._bin('masakari-api'), self.install_log)
+        if seconds is not None:
+            self.timings['install'] = seconds
 
     def paste_config(self):
         """The api-paste.ini the masakari wheel installs under its prefix."""
@@ -468,11 +452,7 @@ class MasakariAPI:
     # -- configuring -------------------------------------------------------
 
     def _env(self):
-        env = dict(os.environ)
-        # Nothing of the test venv may leak into masakari's interpreter.
-        for name in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV'):
-            env.pop(name, None)
-        return env
+        return foreign_env()
 
     def write_config(self):
         """Write masakari.conf into ``base_dir``."""
@@ -680,6 +660,45 @@ lock_path = {self.base_dir / 'locks'}
         """Delete every notification row (tests that count want a blank)."""
         with contextlib.closing(self._db()) as db, db:
             db.execute('DELETE FROM notifications')
+
+
+def foreign_env():
+    """The environment for another project's virtualenv: nothing of the
+    test venv may leak into its interpreter."""
+    env = dict(os.environ)
+    for name in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV'):
+        env.pop(name, None)
+    return env
+
+
+def ensure_venv(venv_dir, requirements, marker, log_path):
+    """Create ``venv_dir`` with ``requirements`` unless a stamp says it
+    has them and ``marker`` (a file the install creates) exists.
+
+    Shared by every session: the install runs under a file lock, and a
+    session that waited finds it done.  Returns the seconds the install
+    took, or None if there was nothing to do.
+    """
+    venv_dir = pathlib.Path(venv_dir)
+    stamp = venv_dir / '.vmha-requirement'
+    wanted = '\n'.join(requirements) + '\n'
+
+    def installed():
+        return (stamp.exists() and stamp.read_text() == wanted
+                and pathlib.Path(marker).exists())
+    if installed():
+        return None
+    pathlib.Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    venv_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(venv_dir / '.install.lock'):
+        if installed():  # another session was faster
+            return None
+        started = time.monotonic()
+        run([sys.executable, '-m', 'venv', venv_dir], log_path, 300)
+        run([venv_dir / 'bin' / 'pip', 'install', *requirements], log_path,
+            1800, env=foreign_env())
+        stamp.write_text(wanted)
+        return time.monotonic() - started
 
 
 def utcnow():
