@@ -13,14 +13,16 @@ from vmha.conf import database
 from vmha.conf import default
 from vmha.conf import events
 from vmha.conf import guest_agent
+from vmha.conf import health
 from vmha.conf import libvirt
 from vmha.conf import masakari
 from vmha.conf import monitoring
 from vmha.conf import notifications
 from vmha.conf import outbox
+from vmha.conf import rpc
 
 _MODULES = (default, libvirt, events, monitoring, audit, guest_agent,
-            notifications, masakari, bridge, database, outbox)
+            notifications, masakari, bridge, database, outbox, health, rpc)
 
 
 def register_opts(conf):

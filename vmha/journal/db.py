@@ -93,6 +93,18 @@ MIGRATIONS = [
                discovery_warned INTEGER NOT NULL DEFAULT 0,
                actions TEXT NOT NULL DEFAULT '[]')""",
     ]),
+    ('operator choices and the last decision per domain', [
+        # What an operator set over the RPC API outlives restarts and
+        # redefinitions; it wins over metadata and name patterns.
+        """CREATE TABLE monitoring_override (
+               uuid TEXT PRIMARY KEY,
+               enabled INTEGER NOT NULL,
+               reason TEXT,
+               set_at REAL NOT NULL)""",
+        # The last failure reported stays visible after its episode closes.
+        'ALTER TABLE domain_state ADD COLUMN last_decision TEXT',
+        'ALTER TABLE domain_state ADD COLUMN last_decision_at REAL',
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -60,6 +60,7 @@ class PowerStateAudit:
         self._running = False
         self._requested = False
         self.runs = 0
+        self.last_turnover = time.monotonic()
         self.last_duration = None
         self.last_run_at = None
 
@@ -84,19 +85,27 @@ class PowerStateAudit:
             self._task = None
 
     def _loop(self):
+        due = None
         while self._running:
-            if not self._requested:
-                timeout = self._interval if self._interval > 0 else None
-                self._wakeup.wait(timeout)
+            now = time.monotonic()
+            self.last_turnover = now
+            periodic = due is not None and now >= due
+            if not (self._requested or periodic):
+                # Awake every HEARTBEAT seconds even when idle: a stale
+                # ``last_turnover`` then means a wedged audit.
+                wait = HEARTBEAT if due is None else min(HEARTBEAT,
+                                                         due - now)
+                self._wakeup.wait(wait)
                 self._wakeup.clear()
-                if not self._running:
-                    return
+                continue
             self._requested = False
             try:
                 self.run_once()
             except Exception:  # the audit must outlive any one failure
                 LOG.exception('Power-state audit failed; next one as '
                               'scheduled')
+            if self._interval > 0:
+                due = time.monotonic() + self._interval
 
     def run_once(self):
         """One audit; returns the number of failures it reported."""
@@ -179,6 +188,9 @@ class PowerStateAudit:
 
 
 CHUNK = 500
+
+# Longest the audit loop sleeps between two looks at the clock (seconds).
+HEARTBEAT = 1.0
 
 
 def _chunks(items, size):

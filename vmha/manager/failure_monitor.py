@@ -14,6 +14,7 @@ The re-check is one local libvirt call (domain state is libvirtd's own
 bookkeeping; it never waits on QEMU).
 """
 
+import collections
 import datetime
 import logging
 import time
@@ -56,6 +57,7 @@ class Reporter:
         self.host = host
         self.clock = clock
         self.decisions_total = 0
+        self.decisions_by_cause = collections.Counter()
 
     def report(self, tx, row, uuid, name, verdict, when):
         """Queue the failure unless its episode is already open.
@@ -75,7 +77,9 @@ class Reporter:
             self.host, uuid, name, verdict.event, verdict.vir_domain_event,
             verdict.cause, utc(when), evidence=verdict.evidence
         ).to_message())
+        self.store.note_decision(tx, uuid, verdict.cause, self.clock())
         self.decisions_total += 1
+        self.decisions_by_cause[verdict.cause] += 1
         LOG.warning('Failure of %s (%s): %s, reported as %s/%s%s', name,
                     uuid, verdict.cause, verdict.event,
                     verdict.vir_domain_event,

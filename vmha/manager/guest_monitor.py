@@ -158,6 +158,8 @@ class GuestAgentMonitor:
         self.max_in_flight = pool.size
         self.pings_total = 0
         self.last_step_at = None
+        # callable(seconds) for each answered ping (the metrics histogram)
+        self.observe_ping = None
 
     @classmethod
     def from_conf(cls, conf, driver, journal, reporter, selector, backend):
@@ -367,7 +369,18 @@ class GuestAgentMonitor:
         elif watched is not None:
             self._saved[uuid] = watched.row()
 
+    def reconsider(self, uuid):
+        """Read the domain's settings and monitoring choice again (an
+        operator changed it); any thread may call it."""
+        self._inbox.append(_Reconsider(uuid))
+        self._pool.wake()
+
     def _on_event(self, event, now):
+        if isinstance(event, _Reconsider):
+            watched = self._watched.get(event.uuid)
+            if watched is not None:
+                self._describe(watched)
+            return
         if not isinstance(event, ev.InstanceEvent):
             self._next_refresh = now  # reconnected or events lost
             return
@@ -446,6 +459,8 @@ class GuestAgentMonitor:
             watched.last_outcome_at = self._clock()
         error = job.error
         if error is None:
+            if self.observe_ping is not None:
+                self.observe_ping(watched.last_latency)
             watched.last_error = None
             self._input(watched, gs.PING_OK, 'answered in %.3fs'
                         % watched.last_latency)
@@ -731,7 +746,8 @@ class GuestAgentMonitor:
     # --- what operators see ------------------------------------------------
 
     def status(self):
-        """One dict per VM the monitor knows, for status and metrics."""
+        """One dict per VM the monitor knows, for status and metrics;
+        times are this monitor's monotonic clock."""
         return [{
             'uuid': w.uuid, 'name': w.name, 'state': w.state,
             'pinged': bool(w.pingable), 'failures': w.failures,
@@ -740,3 +756,9 @@ class GuestAgentMonitor:
             'last_ping_latency': w.last_latency, 'last_error': w.last_error,
         } for w in list(self._watched.values())]
 
+
+class _Reconsider:
+    """Inbox item: describe ``uuid`` again."""
+
+    def __init__(self, uuid):
+        self.uuid = uuid

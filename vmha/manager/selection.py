@@ -1,8 +1,10 @@
 """Which domains vmha monitors: name patterns and a metadata element.
 
-Order of precedence: the domain's own ``<vmha:monitoring enabled=.../>``
-metadata element (when ``[monitoring] use_metadata``), then
-``exclude_names``, then ``include_names``.  A domain's answer is cached
+Order of precedence: an operator's choice over the RPC API
+(``vmha.manager.overrides``), then the domain's own
+``<vmha:monitoring enabled=.../>`` metadata element (when
+``[monitoring] use_metadata``), then ``exclude_names``, then
+``include_names``.  A domain's answer is cached
 until it is redefined (DEFINED/UNDEFINED events call ``forget``).
 """
 
@@ -110,6 +112,7 @@ class Selector:
         self._exclude = list(exclude)
         self._use_metadata = use_metadata
         self._cache = {}
+        self.overrides = {}  # uuid -> overrides.Override
 
     @classmethod
     def from_conf(cls, conf, driver, run_blocking=None):
@@ -118,6 +121,9 @@ class Selector:
                    conf.monitoring.use_metadata, run_blocking)
 
     def is_monitored(self, uuid, name):
+        override = self.overrides.get(uuid)
+        if override is not None:
+            return override.enabled
         answer = self._cache.get(uuid)
         if answer is None:
             answer, final = self._decide(uuid, name)
@@ -132,7 +138,14 @@ class Selector:
         if choice is None:
             choice = self._by_name(name)
         self._cache[uuid] = choice
-        return choice
+        return self.is_monitored(uuid, name)
+
+    def override(self, uuid, value):
+        """Apply an operator's ``overrides.Override`` (None: clear it)."""
+        if value is None:
+            self.overrides.pop(uuid, None)
+        else:
+            self.overrides[uuid] = value
 
     def _by_name(self, name):
         if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):

@@ -15,9 +15,14 @@ import signal
 import threading
 
 from vmha import concurrency
+from vmha.api import http as http_api
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
+from vmha.manager import health as health_lib
+from vmha.manager import inventory as inventory_lib
+from vmha.manager import metrics as metrics_lib
+from vmha.manager import overrides
 from vmha.manager import selection
 from vmha.manager import state
 
@@ -36,12 +41,20 @@ class AgentService:
     """
 
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
-                 guest_monitor=None):
+                 guest_monitor=None, reporter=None, inventory=None,
+                 health=None, metrics=None):
         self.driver = driver
         self.host = host
         self.sender = sender
         self.audit = audit
         self.guest_monitor = guest_monitor
+        self.reporter = reporter
+        self.inventory = inventory
+        self.health = health
+        self.metrics = metrics
+        # Started after the monitors, stopped before them: the HTTP
+        # endpoint, the RPC server, the systemd watchdog.
+        self.surfaces = []
         self._listeners = list(listeners)
         self._stopped = threading.Event()
 
@@ -60,16 +73,49 @@ class AgentService:
             driver, journal, reporter, selector,
             conf.libvirt.connection_uri, on_resync=audit.request,
             run_blocking=backend.run_blocking)
-        listeners = [monitor]
+        metrics = metrics_lib.Metrics()
+        listeners = [metrics.listener, monitor]
         guests = None
         if conf.guest_agent.enabled:
             guests = guest_monitor.GuestAgentMonitor.from_conf(
                 conf, driver, journal, reporter, selector, backend)
+            guests.observe_ping = metrics.observe_ping
             listeners.append(guests)
-        return cls(driver, conf.host, sender=sender, listeners=listeners,
-                   audit=audit, guest_monitor=guests)
+        inventory = inventory_lib.Inventory(
+            driver, reporter.store, overrides.OverrideStore(journal),
+            selector, guest_monitor=guests, audit=audit,
+            run_blocking=backend.run_blocking)
+        health = health_lib.HealthCheck(driver, audit,
+                                        conf.health.stall_timeout,
+                                        conf.health.disconnected_timeout)
+        service = cls(driver, conf.host, sender=sender, listeners=listeners,
+                      audit=audit, guest_monitor=guests, reporter=reporter,
+                      inventory=inventory, health=health, metrics=metrics)
+        metrics.watch(service)
+        if conf.health.port:
+            service.surfaces.append(http_api.HttpEndpoint(
+                service, backend, conf.health.listen_host, conf.health.port))
+        return service
+
+    def health_report(self):
+        """The /healthz body."""
+        return dict(self.health.report(), host=self.host)
+
+    def status(self):
+        """The /status body (and the RPC API's ``get_status``)."""
+        return {'host': self.host, 'health': self.health_report(),
+                'instances': self.inventory.instances()}
+
+    def describe(self):
+        """One line for systemd's STATUS."""
+        dispatch = self.driver.dispatch_stats()
+        return 'watching on %s: %d event(s) dispatched, %d decision(s)' % (
+            self.host, dispatch.dispatched,
+            self.reporter.decisions_total if self.reporter else 0)
 
     def start(self):
+        if self.inventory is not None:
+            self.inventory.load()
         if self.sender is not None:
             depth = self.sender.outbox.depth()
             if depth:
@@ -87,6 +133,8 @@ class AgentService:
             self.audit.start()
         if self.guest_monitor is not None:
             self.guest_monitor.start()
+        for surface in self.surfaces:
+            surface.start()
 
     def _log_event(self, event):
         LOG.info('%s', event.describe())
@@ -104,6 +152,9 @@ class AgentService:
 
     def stop(self):
         self._stopped.set()
+        for surface in reversed(self.surfaces):
+            surface.stop()
+        self.surfaces = []
         if self.guest_monitor is not None:
             self.guest_monitor.stop()
         self.driver.cleanup()

@@ -12,7 +12,8 @@ import collections
 
 DomainState = collections.namedtuple(
     'DomainState', ['uuid', 'name', 'power_state', 'state_reason',
-                    'updated_at', 'failure_cause', 'failure_reported_at'])
+                    'updated_at', 'failure_cause', 'failure_reported_at',
+                    'last_decision', 'last_decision_at'])
 
 _COLUMNS = ', '.join(DomainState._fields)
 
@@ -48,6 +49,12 @@ class StateStore:
         tx.execute('UPDATE domain_state SET failure_cause = ?, '
                    'failure_reported_at = ? WHERE uuid = ?',
                    (cause, when, uuid))
+
+    def note_decision(self, tx, uuid, cause, when):
+        """Remember the last failure reported, for status (it stays once
+        the episode closes)."""
+        tx.execute('UPDATE domain_state SET last_decision = ?, '
+                   'last_decision_at = ? WHERE uuid = ?', (cause, when, uuid))
 
     def close_failure(self, tx, uuid):
         tx.execute('UPDATE domain_state SET failure_cause = NULL, '

@@ -20,6 +20,22 @@ InstanceInfo.__doc__ = """One domain as the hypervisor sees it now.
 readable libvirt state and reason such as 'SHUTOFF_CRASHED'.
 """
 
+DispatchStats = collections.namedtuple(
+    'DispatchStats', ['turnover_age', 'queue_depth', 'dispatched', 'dropped'])
+DispatchStats.__doc__ = """The event dispatcher, for health and metrics.
+
+``turnover_age``: seconds since the dispatcher last woke (it wakes at
+least once a second when idle, so a large value means it is wedged);
+``queue_depth``: events waiting; ``dispatched``, ``dropped``: totals.
+"""
+
+ConnectionStats = collections.namedtuple(
+    'ConnectionStats', ['connected', 'disconnected_for', 'reconnects'])
+ConnectionStats.__doc__ = """The hypervisor connection, for health and
+metrics: ``disconnected_for`` is seconds since it was lost (None while
+connected); ``reconnects`` counts reconnections since start-up.
+"""
+
 
 class VirtDriver(metaclass=abc.ABCMeta):
     """Listener registry plus the calls vmha makes on a hypervisor."""
@@ -100,3 +116,11 @@ class VirtDriver(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def restart_instance(self, uuid):
         """Destroy the domain and start it again."""
+
+    @abc.abstractmethod
+    def dispatch_stats(self):
+        """A ``DispatchStats``; never blocks."""
+
+    @abc.abstractmethod
+    def connection_stats(self):
+        """A ``ConnectionStats``; never blocks."""

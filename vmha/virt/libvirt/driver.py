@@ -2,6 +2,7 @@
 
 import logging
 import math
+import time
 
 from vmha import concurrency
 from vmha.virt import driver
@@ -103,6 +104,19 @@ class LibvirtDriver(driver.VirtDriver):
     def cleanup(self):
         self.host.cleanup()
         self.agent_connections.close()
+
+    def dispatch_stats(self):
+        handler = self.host.handler
+        return driver.DispatchStats(
+            handler.clock() - handler.last_turnover, handler.queue_depth(),
+            handler.dispatched_total, handler.dropped_total)
+
+    def connection_stats(self):
+        host = self.host
+        since = host.disconnected_since
+        return driver.ConnectionStats(
+            host.connected, None if since is None else
+            max(0.0, time.time() - since), host.reconnects)
 
     def _info(self, domain):
         power, reason = describe_state(*domain.state())

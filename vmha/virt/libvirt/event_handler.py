@@ -30,6 +30,9 @@ from vmha.virt.libvirt import event_builder
 
 LOG = logging.getLogger(__name__)
 
+# Longest the dispatcher sleeps when idle (seconds).
+HEARTBEAT = 1.0
+
 # What the producer side may put on the queue besides RawEvents.
 _HOST_EVENT_TYPES = (ev.HostEvent,)
 
@@ -195,7 +198,12 @@ class EventHandler:
 
     def _run(self):
         while self._running:
-            self._wait(self.next_timeout())
+            timeout = self.next_timeout()
+            # Idle, the loop still turns over every HEARTBEAT seconds, so a
+            # stale ``last_turnover`` means a wedged dispatcher, not a quiet
+            # host (health checks and the systemd watchdog rely on it).
+            self._wait(HEARTBEAT if timeout is None
+                       else min(timeout, HEARTBEAT))
             if not self._running:
                 break
             try:

@@ -90,6 +90,10 @@ class Host:
         if conn is not None:
             conn.close()
 
+    @property
+    def connected(self):
+        return self._conn is not None
+
     def get_connection(self):
         """The open connection.  Raises HypervisorUnavailable."""
         conn = self._conn

@@ -1,0 +1,37 @@
+"""Options of the [rpc] group: the agent's RPC server."""
+
+import copy
+
+from oslo_config import cfg
+
+rpc_group = cfg.OptGroup('rpc', title='RPC API')
+
+rpc_opts = [
+    cfg.BoolOpt('enabled',
+                default=True,
+                help="""
+Serve the RPC API (``vmha.rpcapi``) on topic ``vmha-agent``, server
+``[DEFAULT] host``.
+
+It lists the monitored instances, runs an audit on demand, and enables or
+disables the monitoring of one instance.  The server needs
+``[DEFAULT] transport_url``; without it the RPC API is off whatever this
+option says.
+
+Related options:
+
+* ``[DEFAULT] transport_url``
+* ``[DEFAULT] host``
+"""),
+]
+
+
+def register_opts(conf):
+    # A copy per ConfigOpts: register_group copies the group shallowly, so
+    # a shared OptGroup would share option overrides between them.
+    conf.register_group(copy.deepcopy(rpc_group))
+    conf.register_opts(rpc_opts, group=rpc_group)
+
+
+def list_opts():
+    return {rpc_group: rpc_opts}
