@@ -18,9 +18,9 @@ import collections
 import logging
 import time
 
+import prometheus_client
 from prometheus_client import core
 from prometheus_client import exposition
-import prometheus_client
 
 from vmha.virt import event as ev
 
