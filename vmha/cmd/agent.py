@@ -34,6 +34,8 @@ def parse_config(argv, prog='vmha-agent'):
         # Explicit settings still win: these only change defaults.
         conf.set_default('connection_uri', 'test:///default', group='libvirt')
         conf.set_default('stopped_delay', 1.0, group='events')
+        # No HTTP endpoint unless asked: a real agent may hold the port.
+        conf.set_default('port', 0, group='health')
         conf.set_default('path', os.path.join(
             tempfile.mkdtemp(prefix='vmha-demo-'), 'vmha.sqlite'),
             group='database')
@@ -51,7 +53,10 @@ def main(argv=None):
     cmd.select_backend(conf.concurrency_backend)
     log.setup(conf, 'vmha')
 
+    from vmha import concurrency
     from vmha import objects
+    from vmha import systemd
+    from vmha.api import http as http_api
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
@@ -97,9 +102,21 @@ def main(argv=None):
     try:
         agent.start()
     except exception.ConnectionFailed as error:
-        sender.stop()
+        agent.stop()
         return _fail('cannot connect to %s: %s'
                      % (conf.libvirt.connection_uri, error))
+    except http_api.EndpointError as error:
+        agent.stop()
+        return _fail(str(error))
+    notifier = systemd.Notifier.from_environ()
+    if notifier is not None:
+        watchdog = systemd.Watchdog(
+            notifier, agent.health.turning_over, agent.describe,
+            concurrency.get(conf.concurrency_backend),
+            period=systemd.watchdog_period(),
+            problems=agent.health.problems)
+        watchdog.start()
+        agent.surfaces.append(watchdog)
     agent.wait()
     journal.close()
     return 0
