@@ -28,6 +28,7 @@ cli_opts = [
                help='Base URL of the agent\'s endpoint (default: from '
                     '[health] listen_host and port).'),
     cfg.BoolOpt('rpc',
+                dest='use_rpc',  # conf.rpc is the [rpc] group
                 default=False,
                 help='Ask over the RPC API ([DEFAULT] transport_url) '
                      'instead of the local HTTP endpoint.'),
@@ -133,7 +134,7 @@ def main(argv=None, out=None, err=None):
         err.write('vmha-status: configuration error: %s\n' % error)
         return EXIT_CONFIG
     try:
-        if conf.rpc:
+        if conf.use_rpc:
             cmd.select_backend('threading')
             status = fetch_rpc(conf, conf.agent_host or conf.host,
                                conf.timeout)
