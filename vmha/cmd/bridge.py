@@ -85,10 +85,13 @@ def main(argv=None):
     started.set()
     LOG.info('%s forwarding failures from %s (pool %s) to Masakari',
              PROG, ', '.join(conf.notifications.topics), conf.bridge.pool)
+    watchdog = _watchdog(conf, started, stopping)
     try:
         while not stopping.wait(1):
             pass
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         # stop() stops taking messages; wait() lets the ones being
         # handled finish (ack or requeue) before the connection goes.
         listener.stop()
@@ -96,6 +99,23 @@ def main(argv=None):
         transport.cleanup()
     LOG.info('%s stopped', PROG)
     return 0
+
+
+def _watchdog(conf, started, stopping):
+    """Under systemd (Type=notify): READY once listening, WATCHDOG while
+    the listener runs.  None without NOTIFY_SOCKET."""
+    from vmha import concurrency
+    from vmha import systemd
+    notifier = systemd.Notifier.from_environ()
+    if notifier is None:
+        return None
+    watchdog = systemd.Watchdog(
+        notifier, lambda: started.is_set() and not stopping.is_set(),
+        lambda: 'forwarding failures from %s to Masakari'
+        % ', '.join(conf.notifications.topics),
+        concurrency.get('threading'), period=systemd.watchdog_period())
+    watchdog.start()
+    return watchdog
 
 
 if __name__ == '__main__':
