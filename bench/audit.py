@@ -178,7 +178,8 @@ class Worker:
                 ('queue_size', max(10000, 4 * self.size), 'events'),
                 ('path', os.path.join(workdir, 'vmha.sqlite'), 'database'),
                 ('sinks', ['log'], 'notifications'),
-                ('interval', 0, 'audit')):
+                ('interval', 0, 'audit'),
+                ('port', 0, 'health')):
             conf.set_override(name, value, group)
         vmha.conf.validate(conf)
         objects.register_all()
