@@ -161,15 +161,18 @@ class Bridge:
     def running(self):
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout=60):
-        """Start and wait until it consumes (its queue then exists)."""
+    def start(self, timeout=60, env=None):
+        """Start and wait until it consumes (its queue then exists).
+
+        :param env: extra environment variables (NOTIFY_SOCKET, ...)
+        """
         with open(self.stderr_file, 'a') as err:
             self._process = subprocess.Popen(
                 [_console_script('vmha-masakari-bridge'), '--config-file',
                  str(self.config_file)],
                 stdout=err, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT),
-                start_new_session=True)
+                start_new_session=True, env=dict(os.environ, **(env or {})))
         if not services.wait_until(
                 lambda: BRIDGE_READY in self.log_text()
                 or not self.running(), timeout):
