@@ -123,6 +123,7 @@ def test_driver():
 def test_healthz_turns_unhealthy_while_a_listener_wedges_the_dispatcher(
         agents, test_driver, wait_for):
     agent = agents(test_driver, stall_timeout=1.0)
+    backend_sleep(2.5)  # idle longer than the bound: the loops still turn
     code, body = get(agent.url + '/healthz')
     assert code == 200, body
     assert json.loads(body)['status'] == 'ok'
