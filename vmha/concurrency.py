@@ -286,7 +286,11 @@ class NativePool:
         self._finished = collections.deque()
         self._pipe = backend.pipe()
         self._threads = 0
-        self._idle = 0
+        # Jobs queued and not yet taken, and threads waiting for one: a
+        # thread starts whenever the first outnumber the second, so a job
+        # never waits behind a slow one while the pool has room.
+        self._pending = 0
+        self._waiting = 0
         self._lock = backend.native_lock()
         self.busy = 0  # submitted and not yet collected by wait()
 
@@ -297,11 +301,13 @@ class NativePool:
     def submit(self, key, function, *args):
         job = Job(key, function, args, self._clock())
         self.busy += 1
-        self._jobs.put(job)
         with self._lock:
-            start = self._idle == 0 and self._threads < self._size
+            self._pending += 1
+            start = (self._pending > self._waiting
+                     and self._threads < self._size)
             if start:
                 self._threads += 1
+        self._jobs.put(job)
         if start:
             self._backend.native_thread(
                 self._work, '%s-%d' % (self._name, self._threads))
@@ -310,10 +316,12 @@ class NativePool:
     def _work(self):
         while True:
             with self._lock:
-                self._idle += 1
+                self._waiting += 1
             job = self._jobs.get()
             with self._lock:
-                self._idle -= 1
+                self._waiting -= 1
+                if job is not None:
+                    self._pending -= 1
             if job is None:
                 return
             try:

@@ -59,3 +59,26 @@ def test_hung_guests_are_reported_and_never_hold_up_the_others(tmp_path,
         monitor.stop()
         driver.cleanup()
         journal.close()
+
+
+def test_a_call_submitted_beside_a_slow_one_does_not_wait_for_it():
+    """Regression: with one idle thread, two calls submitted together ran
+    one after the other (the idle thread counted as free until it took
+    the first), so healthy guests' pings queued behind a hung one's."""
+    backend = concurrency.get(BACKEND)
+    pool = concurrency.NativePool(backend, 4)
+    release = backend.native_lock()
+    release.acquire()
+    pool.submit('warm-up', lambda: None)
+    assert [job.key for job in pool.wait(5)] == ['warm-up']  # one idle now
+
+    pool.submit('slow', release.acquire)  # blocks until released
+    pool.submit('quick', lambda: 'answered')
+    finished = pool.wait(5)
+    try:
+        assert [(job.key, job.result) for job in finished] == [
+            ('quick', 'answered')]
+    finally:
+        release.release()
+    assert [job.key for job in pool.wait(5)] == ['slow']
+    pool.close()
