@@ -14,6 +14,7 @@ from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
+from vmha.manager import guest_monitor
 from vmha.manager import selection
 from vmha.manager import state
 
@@ -365,3 +366,22 @@ def test_a_metadata_lookup_error_is_asked_again(agent):
     assert not agent.selector.is_monitored(dom.UUIDString(), 'vm-1')
     assert not agent.selector.is_monitored(dom.UUIDString(), 'vm-1')
     assert len(calls) == 2
+
+
+def test_the_audit_leaves_a_hung_guests_episode_open(agent):
+    """Regression: a hung guest runs all along, so every audit closed its
+    failure episode, and when its QEMU then died it was reported again."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.audit.run_once()  # first sight: recorded running
+    hung = guest_monitor.HUNG_VERDICT
+    with agent.journal.transaction() as tx:
+        row = agent.reporter.store.get(tx, dom.UUIDString())
+        assert agent.reporter.report(tx, row, dom.UUIDString(), 'vm-1', hung,
+                                     1000.0)
+    agent.audit.run_once()  # libvirt still says running
+    assert agent.reporter.store.all()[dom.UUIDString()].failure_cause == \
+        'guest_hung'
+    agent.fire(dom, 0, 5, 5)  # then its QEMU dies
+    dom.state_value = (SHUTOFF, 6)
+    agent.dispatch()
+    assert [f[1] for f in agent.failures()] == ['guest_hung']

@@ -30,6 +30,7 @@ import logging
 import time
 
 from vmha.manager import decisions
+from vmha.objects import fields
 from vmha.virt import exception
 from vmha.virt import power_state
 
@@ -63,6 +64,7 @@ class PowerStateAudit:
         self.last_turnover = time.monotonic()
         self.last_duration = None
         self.last_run_at = None
+        self.last_reported = None  # failures the last run reported
 
     def request(self):
         """Run as soon as possible (once, however often it is asked)."""
@@ -137,6 +139,7 @@ class PowerStateAudit:
         self.runs += 1
         self.last_run_at = started
         self.last_duration = self._clock() - started
+        self.last_reported = reported
         LOG.info('Power-state audit: %d domain(s) in %.2fs, %d failure(s) '
                  'reported', len(infos), self.last_duration, reported)
         return reported
@@ -152,7 +155,7 @@ class PowerStateAudit:
         # power state is the same (stopped by an operator, then started
         # and crashed while nobody watched).
         return row.power_state != current or (
-            current == 'running' and bool(row.failure_cause)) or (
+            current == 'running' and _closes_when_running(row)) or (
             info.state_reason != row.state_reason
             and decisions.from_state(info.state_reason) is not None)
 
@@ -163,7 +166,8 @@ class PowerStateAudit:
         current = power_state.STATE_MAP[info.power_state]
         self._store.record(tx, info.uuid, info.name, current,
                            info.state_reason, self._clock())
-        if current == 'running' and row is not None and row.failure_cause:
+        if current == 'running' and row is not None and \
+                _closes_when_running(row):
             LOG.info('%s (%s) runs again: failure episode (%s) closed',
                      info.name, info.uuid, row.failure_cause)
             self._store.close_failure(tx, info.uuid)
@@ -185,6 +189,14 @@ class PowerStateAudit:
                 tx, current, row.uuid, row.name, decisions.vanished(),
                 self._clock()))
         return 0
+
+
+def _closes_when_running(row):
+    """An open episode that "running" ends.  A hung guest runs all along:
+    its episode is the guest-agent monitor's to close (an answer, a boot),
+    or a crash of the hung guest would be reported a second time."""
+    return bool(row.failure_cause) and \
+        row.failure_cause != fields.FailureCause.GUEST_HUNG
 
 
 CHUNK = 500
