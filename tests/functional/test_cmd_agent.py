@@ -87,26 +87,6 @@ def test_missing_config_file(tmp_path):
     assert 'absent.conf' in one_line(result.stderr)
 
 
-def test_demo_prints_each_event_and_decision_and_succeeds(tmp_path):
-    result = run_agent(tmp_path, '[events]\nstopped_delay = 0.3\n', '--demo')
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    # Three boots and a reboot, then two persistent domains.
-    assert out.count('LIFECYCLE       STARTED_BOOTED') == 6
-    assert 'SUSPENDED_PAUSED' in out and 'RESUMED_UNPAUSED' in out
-    # Three destroys are shown; the reboot's STOPPED is absorbed.
-    assert out.count('LIFECYCLE       STOPPED_DESTROYED') == 3
-    assert 'reboot STOPPED absorbed: yes' in out
-    # Operator actions are recorded, never failures...
-    assert 'instance.lifecycle  demo-db-1 PAUSED, no failure' in out
-    # ...and the one domain that vanished while the agent was down is
-    # reported once, by the start-up audit.
-    assert out.count('instance.failure') == 1
-    assert 'demo-app-2 FAILURE vanished' in out
-    assert 'decisions: 1 failure(s) reported (demo-app-2)' in out
-    assert out.rstrip().endswith('demo OK')
-
-
 def test_agent_starts_and_stops_cleanly_on_sigterm(tmp_path):
     import signal
     import time

@@ -5,13 +5,11 @@ backend under test (greenthread or native thread).  test:///default is one
 shared hypervisor per process, so every test uses its own domain names.
 """
 
-import io
 import uuid as uuid_lib
 
 import pytest
 
 from tests.conftest import BACKEND
-from vmha import demo
 from vmha.virt import exception
 from vmha.virt import power_state
 from vmha.virt.libvirt import driver as libvirt_driver
@@ -159,16 +157,3 @@ def test_guest_agent_is_a_missing_capability_not_a_crash(make_driver):
 def test_no_keepalive_on_test_driver_is_not_fatal(make_driver):
     driver = make_driver()
     assert driver.host.keepalive_supported is False
-
-
-def test_the_demo_runs_to_completion():
-    from tests.conftest import backend_sleep
-    driver = libvirt_driver.LibvirtDriver('test:///default', backend=BACKEND,
-                                          stopped_delay=0.3)
-    out = io.StringIO()
-    assert demo.run(driver, 0.3, out=out, sleep=backend_sleep) == 0, \
-        out.getvalue()
-    text = out.getvalue()
-    assert 'reboot STOPPED absorbed: yes' in text
-    assert text.count('STARTED_BOOTED') == 4
-    assert 'demo OK' in text
