@@ -16,6 +16,7 @@ import threading
 
 from vmha import concurrency
 from vmha.api import http as http_api
+from vmha.api import rpc as rpc_api
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
@@ -95,6 +96,9 @@ class AgentService:
         if conf.health.port:
             service.surfaces.append(http_api.HttpEndpoint(
                 service, backend, conf.health.listen_host, conf.health.port))
+        rpc_server = rpc_api.RpcServer.from_conf(conf, service)
+        if rpc_server is not None:
+            service.surfaces.append(rpc_server)
         return service
 
     def health_report(self):

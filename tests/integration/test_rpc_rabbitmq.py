@@ -1,0 +1,137 @@
+"""The agent's RPC API over a real RabbitMQ.
+
+The agent (libvirt's test:///default driver, as in the functional tests)
+and the client live in this process, each with a transport of its own,
+so every call goes through the broker: a request queue per server,
+a reply queue per client.  Each test uses an exchange and a host name
+of its own, and deletes what it declared.
+"""
+
+import contextlib
+import uuid as uuid_lib
+
+import pytest
+
+from tests.functional.test_rpc_api import Agent
+from tests.functional.test_rpc_api import make_conf
+from vmha import rpcapi
+from vmha.manager import inventory
+from vmha.virt.libvirt import api as libvirt_api
+
+
+@pytest.fixture
+def bus(rabbitmq):
+    """(exchange, host) of this test's own; their queue and exchange are
+    deleted from the broker afterwards."""
+    suffix = uuid_lib.uuid4().hex[:10]
+    exchange, host = 'vmha_it_rpc_%s' % suffix, 'rpc-it-%s' % suffix
+    yield exchange, host
+    if rabbitmq.answers():
+        _delete(rabbitmq.transport_url, exchange, host)
+
+
+def _delete(transport_url, exchange, host):
+    import kombu
+
+    url = transport_url.replace('rabbit://', 'amqp://')
+    with kombu.Connection(url, connect_timeout=5) as connection:
+        # The server's own queue; the topic queue (vmha-agent) is shared
+        # with any other agent on this broker and holds nothing.
+        with contextlib.suppress(Exception), connection.channel() as channel:
+            channel.queue_delete('%s.%s' % (rpcapi.TOPIC, host))
+        with contextlib.suppress(Exception), connection.channel() as channel:
+            channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+def libvirt_conn():
+    """test:///default's domains live as long as a connection is open:
+    this one keeps them across agent restarts."""
+    conn = libvirt_api.LibvirtAPI().open('test:///default')
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def agents(rabbitmq, bus, tmp_path, libvirt_conn, wait_for):
+    """``agents()``: an agent on this test's journal file and exchange,
+    listening on the broker, with a client of its own transport."""
+    exchange, host = bus
+    client_conf = make_conf(host, transport_url=rabbitmq.transport_url,
+                            control_exchange=exchange)
+    client_transport = rpcapi.get_transport(client_conf)
+    started = []
+
+    def start():
+        if started:
+            started[-1].stop()
+        agent = Agent(tmp_path / 'vmha.sqlite', host=host,
+                      client_transport=client_transport,
+                      transport_url=rabbitmq.transport_url,
+                      control_exchange=exchange)
+        started.append(agent)
+        wait_for(lambda: agent.rpc.listening, timeout=30,
+                 what='the RPC server to consume from RabbitMQ')
+        return agent
+
+    yield start
+    if started:
+        started[-1].stop()
+    client_transport.cleanup()
+
+
+def _define(conn, prefix):
+    name = '%s-%s' % (prefix, uuid_lib.uuid4().hex[:8])
+    domain = conn.define_domain(
+        "<domain type='test'><name>%s</name><memory>65536</memory>"
+        "<os><type>hvm</type></os></domain>" % name)
+    domain.start()
+    return domain
+
+
+def test_round_trips_over_rabbitmq(agents, libvirt_conn):
+    agent = agents()
+    domain = _define(libvirt_conn, 'rpc-it')
+    try:
+        rows = {row['name']: row for row in agent.call('list_instances')}
+        assert rows[domain.name]['uuid'] == domain.uuid
+        assert rows[domain.name]['power_state'] == 'running'
+
+        assert agent.call('get_instance', domain.uuid)['name'] == \
+            domain.name
+        with pytest.raises(inventory.InstanceNotFound):
+            agent.call('get_instance', 'no-such-vm')
+
+        before = agent.service.audit.runs
+        result = agent.call('run_audit', timeout=30)
+        assert result['runs'] > before
+        assert result['reported'] == 0
+
+        status = agent.call('get_status')
+        assert status['host'] == agent.host
+        assert domain.uuid in {row['uuid'] for row in status['instances']}
+    finally:
+        domain.destroy()
+        domain.undefine()
+
+
+def test_disabled_over_rabbitmq_stays_disabled_after_restart(
+        agents, libvirt_conn):
+    agent = agents()
+    domain = _define(libvirt_conn, 'rpc-it')
+    try:
+        row = agent.call('set_monitoring', domain.uuid, False,
+                         reason='disk replacement')
+        assert row['monitoring'] == 'disabled'
+        assert row['override']['reason'] == 'disk replacement'
+
+        agent = agents()  # restarted on the same journal file
+        row = agent.call('get_instance', domain.name)
+        assert row['monitoring'] == 'disabled'
+        assert row['override']['reason'] == 'disk replacement'
+
+        row = agent.call('set_monitoring', domain.uuid, None)
+        assert row['monitoring'] == 'monitored'
+    finally:
+        domain.destroy()
+        domain.undefine()

@@ -1,0 +1,352 @@
+"""The agent's RPC server: topic ``vmha-agent``, server ``[DEFAULT] host``.
+
+``AgentEndpoint`` answers ``vmha.rpcapi.AgentAPI``: the inventory rows,
+an audit on demand, an operator's monitoring choice, the status.  It
+shows and switches; the monitors decide.
+
+``RpcServer`` is one of the service's surfaces.  It is off unless the
+operator set ``[DEFAULT] transport_url`` (oslo.messaging's default,
+``rabbit://`` on localhost, is not a choice anyone made) and
+``[rpc] enabled`` is true.  It never holds up the agent: with the broker
+down, oslo.messaging's rabbit driver retries creating the listener for
+ever, so the server starts on a task of its own, and ``stop`` waits a
+bounded time.
+
+Where endpoint methods run:
+
+* ``threading``: oslo.messaging's threading executor (native threads).
+* ``eventlet``, monkey patched (``vmha-agent``): its eventlet executor,
+  greenthreads on the hub, like every other task of the agent.
+* ``eventlet`` without monkey patching (tests, embedding): oslo.messaging
+  polls and dispatches on native threads, which must not touch the hub
+  (the inventory's libvirt calls go through ``tpool``, the journal and
+  selector are the hub's).  Each call is handed to a greenthread on the
+  hub (``_HubCalls``) and the executor thread waits for its result.
+"""
+
+import _queue
+import logging
+import threading
+import time
+
+from oslo_config import cfg
+import oslo_messaging
+
+from vmha import concurrency
+from vmha import rpcapi
+import vmha.conf
+from vmha.manager import inventory
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds ``RpcServer.stop`` waits for calls in progress to finish.
+STOP_TIMEOUT = 10.0
+#: Seconds between two looks at the audit (``run_audit``) or at a
+#: background start/stop.
+POLL = 0.02
+
+
+class AgentEndpoint:
+    """The RPC API of one agent (``vmha.rpcapi.AgentAPI`` is the client).
+
+    :param service: the ``AgentService`` (inventory, audit, status)
+    :param backend: the ``vmha.concurrency`` backend
+    :param run: how to run a call from an executor thread (``_HubCalls``
+        without monkey patching under eventlet; default: directly)
+    """
+
+    target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
+                                   version='1.0')
+
+    def __init__(self, service, backend, run=None):
+        self._service = service
+        self._backend = backend
+        self._run = run or (lambda function, *args: function(*args))
+
+    def list_instances(self, ctxt):
+        return self._run(self._service.inventory.instances)
+
+    @oslo_messaging.expected_exceptions(inventory.InstanceNotFound)
+    def get_instance(self, ctxt, instance):
+        return self._run(self._service.inventory.instance, instance)
+
+    @oslo_messaging.expected_exceptions(rpcapi.AuditTimeout)
+    def run_audit(self, ctxt, timeout=60):
+        return self._run(self._run_audit, timeout)
+
+    @oslo_messaging.expected_exceptions(inventory.InstanceNotFound,
+                                        ValueError)
+    def set_monitoring(self, ctxt, instance, enabled, reason=None):
+        if enabled not in (True, False, None):
+            raise ValueError('enabled must be true, false or null, not %r'
+                             % (enabled,))
+        return self._run(self._service.inventory.set_monitoring, instance,
+                         enabled, reason)
+
+    def get_status(self, ctxt):
+        return self._run(self._service.status)
+
+    def _run_audit(self, timeout):
+        """Request an audit and wait until one that started after the
+        request has finished."""
+        audit = self._service.audit
+        before = audit.runs
+        asked_at = time.time()  # the audit's clock (last_run_at)
+        LOG.info('Power-state audit requested over RPC')
+        audit.request()
+        deadline = time.monotonic() + timeout
+        previous = None
+        while True:
+            seen = (audit.runs, audit.last_run_at, audit.last_duration,
+                    audit.last_reported)
+            # run_once sets these one after the other: a snapshot that
+            # stayed the same for one poll belongs to one run.
+            if seen[0] > before and (seen[1] or 0) >= asked_at and \
+                    seen == previous:
+                return {'runs': seen[0], 'duration': seen[2],
+                        'reported': seen[3]}
+            if time.monotonic() > deadline:
+                raise rpcapi.AuditTimeout(
+                    'the power-state audit on %s did not finish within '
+                    '%gs (libvirt unreachable, or the audit wedged: see '
+                    '/healthz)' % (self._service.host, timeout))
+            previous = seen
+            self._backend.sleep(POLL)
+
+
+class RpcServer:
+    """The oslo.messaging RPC server of one agent; a service surface.
+
+    :param transport: the RPC transport (``rpcapi.get_transport``)
+    :param service: the ``AgentService``
+    :param backend: the ``vmha.concurrency`` backend
+    """
+
+    def __init__(self, transport, service, backend):
+        self.transport = transport
+        self._service = service
+        self._backend = backend
+        self._hub_calls = None
+        executor = backend.name
+        if _unpatched_eventlet(backend):
+            executor = 'threading'
+            self._hub_calls = _HubCalls(backend)
+        self.endpoint = AgentEndpoint(
+            service, backend, self._hub_calls.run if self._hub_calls
+            else None)
+        self.target = oslo_messaging.Target(topic=rpcapi.TOPIC,
+                                            server=service.host)
+        self._server = oslo_messaging.get_rpc_server(
+            transport, self.target, [self.endpoint], executor=executor,
+            access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+        self._starting = None
+
+    @classmethod
+    def from_conf(cls, conf, service):
+        """The server, or None when the RPC API is off (logged).  Raises
+        ``vmha.conf.ConfigError`` for a transport_url it cannot use."""
+        if not conf.rpc.enabled:
+            LOG.info('RPC API off: [rpc] enabled is false')
+            return None
+        rpcapi.register_opts(conf)
+        location = conf.get_location('transport_url')
+        if location is None or \
+                location.location is cfg.Locations.opt_default:
+            LOG.info('RPC API off: [DEFAULT] transport_url is not set')
+            return None
+        try:
+            transport = rpcapi.get_transport(conf)
+        except (oslo_messaging.MessagingException, ValueError) as error:
+            raise vmha.conf.ConfigError(
+                'invalid value for [DEFAULT] transport_url: %s' % error
+            ) from error
+        return cls(transport, service,
+                   concurrency.get(conf.concurrency_backend))
+
+    @property
+    def listening(self):
+        """Whether the server consumes from the broker yet."""
+        return bool(self._starting and self._starting.done
+                    and self._starting.error is None)
+
+    def start(self):
+        if self._hub_calls is not None:
+            self._hub_calls.start()
+        self._starting = _Background(self._backend, self._start_server,
+                                     'vmha-rpc-start')
+        LOG.info('RPC API on topic %s, server %s: connecting to the '
+                 'message bus in the background', self.target.topic,
+                 self.target.server)
+
+    def _start_server(self):
+        try:
+            self._server.start()
+        except Exception:
+            LOG.exception('RPC API on topic %s, server %s failed to start; '
+                          'the agent goes on without it', self.target.topic,
+                          self.target.server)
+            raise
+        LOG.info('RPC API listening on topic %s, server %s',
+                 self.target.topic, self.target.server)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        starting, self._starting = self._starting, None
+        if starting is None:
+            return
+        try:
+            if not starting.done:
+                # oslo.messaging's stop() waits for start() to return,
+                # which it may never do while the broker is down.
+                LOG.warning('RPC API never reached the message bus; its '
+                            'connection attempts are abandoned')
+                return
+            if starting.error is None:
+                stopping = _Background(self._backend, self._stop_server,
+                                       'vmha-rpc-stop')
+                if not stopping.wait(timeout):
+                    LOG.warning('RPC API did not stop within %gs (calls '
+                                'still running, or the message bus '
+                                'unreachable); going on without it',
+                                timeout)
+                    return
+            self.transport.cleanup()
+        finally:
+            if self._hub_calls is not None:
+                self._hub_calls.stop()
+
+    def _stop_server(self):
+        try:
+            self._server.stop()
+            self._server.wait()
+        except Exception:
+            LOG.exception('RPC API on topic %s, server %s did not stop '
+                          'cleanly', self.target.topic, self.target.server)
+            raise
+
+
+class _Background:
+    """``function()`` on a task of its own, where it may block: a native
+    thread when the eventlet hub is not monkey patched (kombu's sockets
+    would block it), else a task of the backend.  ``wait`` polls, so the
+    hub goes on meanwhile."""
+
+    def __init__(self, backend, function, name):
+        self._backend = backend
+        self._function = function
+        self.done = False
+        self.error = None
+        if _unpatched_eventlet(backend):
+            backend.native_thread(self._run, name)
+        else:
+            backend.spawn(self._run, name=name)
+
+    def _run(self):
+        try:
+            self._function()
+        except Exception as error:  # the function logged it
+            self.error = error
+        finally:
+            self.done = True
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.done and time.monotonic() < deadline:
+            self._backend.sleep(POLL)
+        return self.done
+
+
+class _HubCalls:
+    """Runs calls from native threads on greenthreads of the eventlet hub.
+
+    The reverse of ``concurrency.NativePool``: ``run`` (on a native
+    thread) queues the call, wakes the hub through a ``WakeupPipe`` and
+    waits on a native event; one greenthread reads the queue and spawns a
+    greenthread per call.  At most the executor's threads
+    (``[DEFAULT] executor_thread_pool_size``) wait at once, so at most as
+    many calls run.
+    """
+
+    def __init__(self, backend):
+        self._backend = backend
+        self._calls = _queue.SimpleQueue()
+        self._lock = backend.native_lock()
+        self._pipe = None
+        self._running = False
+
+    def start(self):
+        self._pipe = self._backend.pipe()
+        self._running = True
+        self._backend.spawn(self._serve, name='vmha-rpc-hub')
+
+    def stop(self):
+        with self._lock:
+            if self._running:
+                self._running = False
+                self._pipe.wake()
+
+    def run(self, function, *args):
+        call = _Call(function, args)
+        # Queued only while the hub task serves, so that none is left
+        # behind, and the pipe is never written once closed.
+        with self._lock:
+            accepted = self._running
+            if accepted:
+                self._calls.put(call)
+                self._pipe.wake()
+        if not accepted:
+            raise RuntimeError('the agent is stopping')
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _serve(self):
+        while self._running:
+            self._backend.wait_readable(self._pipe.read_fd, 1.0)
+            self._pipe.drain()
+            for call in self._take():
+                self._backend.spawn(call.run, name='vmha-rpc-call')
+        for call in self._take():
+            call.fail(RuntimeError('the agent is stopping'))
+        self._pipe.close()
+
+    def _take(self):
+        calls = []
+        while True:
+            try:
+                calls.append(self._calls.get_nowait())
+            except _queue.Empty:
+                return calls
+
+
+class _Call:
+    __slots__ = ('function', 'args', 'result', 'error', 'done')
+
+    def __init__(self, function, args):
+        self.function = function
+        self.args = args
+        self.result = None
+        self.error = None
+        self.done = threading.Event()  # native: waited on off the hub
+
+    def run(self):
+        try:
+            self.result = self.function(*self.args)
+        except BaseException as error:  # re-raised on the caller's thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def fail(self, error):
+        self.error = error
+        self.done.set()
+
+
+def _unpatched_eventlet(backend):
+    """Whether this is eventlet without monkey patching: native threads
+    (oslo.messaging's) must then keep off the hub, and the hub off
+    blocking sockets."""
+    if backend.name != 'eventlet':
+        return False
+    from eventlet import patcher
+    return not patcher.is_monkey_patched('thread')
