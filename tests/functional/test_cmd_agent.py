@@ -115,3 +115,11 @@ def test_agent_starts_and_stops_cleanly_on_sigterm(tmp_path):
             agent.kill()
     assert 'Signal %d received; stopping' % signal.SIGTERM in \
         log_file.read_text()
+
+
+def test_an_unusable_transport_url_is_one_line_and_exit_2(tmp_path):
+    result = run_agent(tmp_path, '[DEFAULT]\ntransport_url = nosuch://x\n'
+                       '[libvirt]\nconnection_uri = test:///default\n')
+    assert result.returncode == 2, result.stderr
+    assert one_line(result.stderr).startswith(
+        'vmha-agent: configuration error: ')

@@ -86,8 +86,11 @@ def main(argv=None):
         return _fail('configuration error: %s' % error, 2)
     outbox = outbox_lib.Outbox(journal)
     sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
-    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
-                                           sender)
+    try:
+        agent = service.AgentService.from_conf(conf, driver, journal,
+                                               outbox, sender)
+    except vmha.conf.ConfigError as error:
+        return _fail('configuration error: %s' % error, 2)
     try:
         agent.start()
     except exception.ConnectionFailed as error:

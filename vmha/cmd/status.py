@@ -10,6 +10,7 @@ failing, 2 bad configuration or arguments.
 """
 
 import json
+import logging
 import sys
 import urllib.error
 import urllib.request
@@ -121,7 +122,9 @@ def fetch_rpc(conf, host, timeout):
         raise Unreachable('RPC to vmha-agent on %s failed: %s'
                           % (host, error)) from error
     finally:
-        transport.cleanup()
+        # Bounded: after a call gave up on a broker that is down, a plain
+        # cleanup() waits for ever on the abandoned attempt.
+        rpcapi.cleanup(transport)
 
 
 def main(argv=None, out=None, err=None):
@@ -133,6 +136,9 @@ def main(argv=None, out=None, err=None):
     except (cfg.Error, vmha.conf.ConfigError) as error:
         err.write('vmha-status: configuration error: %s\n' % error)
         return EXIT_CONFIG
+    # The table and one error line are the output: oslo.messaging's
+    # reconnect chatter would bury them (no log setup, no lastResort).
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         if conf.use_rpc:
             cmd.select_backend('threading')

@@ -38,7 +38,7 @@ Possible values:
 """),
     cfg.FloatOpt('stall_timeout',
                  default=20.0,
-                 min=1.0,
+                 min=2.0,
                  help="""
 Seconds the event dispatcher or the power-state audit loop may go without
 turning over before the agent counts as wedged.
