@@ -91,6 +91,7 @@ def main(argv=None):
                                                outbox, sender)
     except vmha.conf.ConfigError as error:
         return _fail('configuration error: %s' % error, 2)
+    agent.handle_signals()
     try:
         agent.start()
     except exception.ConnectionFailed as error:

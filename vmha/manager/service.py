@@ -143,9 +143,14 @@ class AgentService:
     def _log_event(self, event):
         LOG.info('%s', event.describe())
 
-    def wait(self):
+    def handle_signals(self):
+        """Stop on SIGTERM or SIGINT from now on (before ``start``: a
+        signal while starting must not kill the process half-way)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+
+    def wait(self):
+        """Until a signal or ``stop``; then stop."""
         while not self._stopped.wait(1):
             pass
         self.stop()
