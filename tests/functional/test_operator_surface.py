@@ -443,3 +443,10 @@ def test_vmha_status_over_rpc_says_when_the_bus_is_down(tmp_path):
     assert result.stderr.startswith('vmha-status: ')
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert 'compute-3' in result.stderr
+
+
+def test_vmha_status_says_a_bad_url_is_a_configuration_error(tmp_path):
+    code, out, err = vmha_status(tmp_path, '--url', 'localhost:8917')
+    assert (code, out) == (2, '')
+    assert err == ("vmha-status: configuration error: --url must look like "
+                   "http://127.0.0.1:8917, not 'localhost:8917'\n")

@@ -258,6 +258,8 @@ def test_set_monitoring_refuses_what_is_not_a_choice(agents, boot):
     domain = boot()
     with pytest.raises(ValueError, match='enabled must be'):
         agent.call('set_monitoring', domain.uuid, 'false')
+    with pytest.raises(ValueError, match='reason must be text'):
+        agent.call('set_monitoring', domain.uuid, False, {'why': 'x'})
     assert agent.call('get_instance', domain.uuid)['override'] is None
 
 

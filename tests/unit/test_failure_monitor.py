@@ -15,6 +15,7 @@ from vmha.journal import outbox as outbox_lib
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
+from vmha.manager import overrides
 from vmha.manager import selection
 from vmha.manager import state
 
@@ -385,3 +386,17 @@ def test_the_audit_leaves_a_hung_guests_episode_open(agent):
     dom.state_value = (SHUTOFF, 6)
     agent.dispatch()
     assert [f[1] for f in agent.failures()] == ['guest_hung']
+
+
+def test_a_disabled_domain_that_disappears_is_not_reported(agent):
+    """Regression: disabled, then deleted or migrated away during the
+    maintenance: its events went unseen, so the journal still said
+    running, and the next audit reported it as vanished."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.audit.run_once()  # recorded running
+    agent.selector.override(dom.UUIDString(),
+                            overrides.Override(False, 'maintenance', 0.0))
+    del agent.fake.domains[dom.UUIDString()]
+    assert agent.audit.run_once() == 0
+    assert agent.failures() == []
+    assert dom.UUIDString() not in agent.reporter.store.all()

@@ -18,6 +18,7 @@ from vmha.journal import outbox as outbox_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
 from vmha.manager import guest_states as gs
+from vmha.manager import overrides
 from vmha.manager import selection
 from vmha.manager import state
 
@@ -459,3 +460,30 @@ def test_counters_that_never_come_do_not_hold_the_verdict_back(host):
     host.pool.release(('judge', dom.UUIDString()))
     host.run(10, every=5)
     assert len(host.failures()) == 1
+
+
+def test_a_guest_disabled_while_its_verdict_is_under_way_is_not_reported(
+        host):
+    """An operator disables a guest whose agent already fails: the verdict
+    already being gathered must not report it (or reset it) afterwards."""
+    dom = host.vm()
+    host.step()
+    hang(dom)
+    host.step(5)
+    assert host.state_of(dom) == gs.ERROR
+    judge = ('judge', dom.UUIDString())
+    host.pool.hold_keys.add(judge)
+    host.step(5)  # the second failure: the counters are being read
+    assert host.pool.held.get(judge)
+
+    host.selector.override(dom.UUIDString(),
+                           overrides.Override(False, 'debugging', 0.0))
+    host.monitor.reconsider(dom.UUIDString())
+    host.step()
+    pinged = dom.agent_calls
+    host.pool.release(judge)
+    host.run(30)
+    assert host.failures() == []
+    assert host.health() == []
+    assert dom.resets == 0
+    assert dom.agent_calls == pinged == 3  # none since it was disabled

@@ -80,6 +80,9 @@ class AgentEndpoint:
         if enabled not in (True, False, None):
             raise ValueError('enabled must be true, false or null, not %r'
                              % (enabled,))
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError('reason must be text or null, not %r'
+                             % (reason,))
         return self._run(self._service.inventory.set_monitoring, instance,
                          enabled, reason)
 

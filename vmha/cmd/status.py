@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from oslo_config import cfg
@@ -60,8 +61,16 @@ def parse_config(argv):
 
 
 def endpoint_url(conf):
+    """The agent's base URL; raises ConfigError for one that is not
+    http(s)://host[:port]."""
     if conf.url:
-        return conf.url.rstrip('/')
+        url = conf.url.rstrip('/')
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ('http', 'https') or not parsed.netloc:
+            raise vmha.conf.ConfigError(
+                '--url must look like http://127.0.0.1:8917, not %r'
+                % conf.url)
+        return url
     host = conf.health.listen_host
     if host in ('0.0.0.0', '::', ''):
         host = '127.0.0.1'  # listening everywhere: ask the loopback
@@ -107,9 +116,10 @@ def fetch_rpc(conf, host, timeout):
     from vmha import rpcapi
     try:
         transport = rpcapi.get_transport(conf)
-    except oslo_messaging.MessagingException as error:
-        raise Unreachable('cannot use [DEFAULT] transport_url: %s'
-                          % error) from error
+    except (oslo_messaging.MessagingException, ValueError) as error:
+        raise vmha.conf.ConfigError(
+            'invalid value for [DEFAULT] transport_url: %s' % error
+        ) from error
     try:
         return rpcapi.AgentAPI(transport, timeout=timeout).get_status(
             {}, host)
@@ -146,8 +156,16 @@ def main(argv=None, out=None, err=None):
                                conf.timeout)
         else:
             status = fetch_http(endpoint_url(conf), conf.timeout)
+    except vmha.conf.ConfigError as error:
+        err.write('vmha-status: configuration error: %s\n' % error)
+        return EXIT_CONFIG
     except Unreachable as error:
         err.write('vmha-status: %s\n' % error)
+        return EXIT_UNREACHABLE
+    if not isinstance(status, dict) or \
+            not isinstance(status.get('instances', []), list):
+        err.write('vmha-status: the agent\'s answer is not a status: %.200r\n'
+                  % (status,))
         return EXIT_UNREACHABLE
     from vmha.api import table
     if conf.json:

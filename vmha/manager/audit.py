@@ -184,6 +184,12 @@ class PowerStateAudit:
         if current is None or current.updated_at > started:
             return 0  # gone already, or defined after the listing
         self._store.forget(tx, row.uuid)
+        override = self._selector.overrides.get(row.uuid)
+        if override is not None and not override.enabled:
+            # Disabled by an operator: its events went unseen, so the
+            # journal still says running (deleted or migrated during
+            # maintenance, most likely).  Nothing to report.
+            return 0
         if current.power_state == 'running' and not current.failure_cause:
             return int(self._reporter.report(
                 tx, current, row.uuid, row.name, decisions.vanished(),

@@ -105,6 +105,8 @@ class EventHandler:
         queue = self._queue
         while queue:
             self._route(queue.popleft())
+            # Progress counts: a long burst is not a wedged dispatcher.
+            self.last_turnover = self.clock()
         dropped = self._dropped - self._dropped_reported
         if dropped:
             self._dropped_reported += dropped
