@@ -25,6 +25,7 @@ import threading
 
 import oslo_messaging
 
+import vmha.conf
 from vmha.manager import inventory
 
 #: The topic every agent listens on; the server name is the agent's host.
@@ -81,10 +82,16 @@ def register_opts(conf):
 
 def get_transport(conf):
     """The RPC transport of ``[DEFAULT] transport_url``, on vmha's
-    exchange unless ``[DEFAULT] control_exchange`` says otherwise."""
+    exchange unless ``[DEFAULT] control_exchange`` says otherwise.
+    Raises ``vmha.conf.ConfigError`` for a URL it cannot use."""
     oslo_messaging.set_transport_defaults(control_exchange='vmha')
     register_opts(conf)
-    return oslo_messaging.get_rpc_transport(conf)
+    try:
+        return oslo_messaging.get_rpc_transport(conf)
+    except (oslo_messaging.MessagingException, ValueError) as error:
+        raise vmha.conf.ConfigError(
+            'invalid value for [DEFAULT] transport_url: %s' % error
+        ) from error
 
 
 def cleanup(transport, timeout=GRACE):

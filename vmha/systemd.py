@@ -118,12 +118,11 @@ class Watchdog:
     def beat(self):
         """One look at the service: notify systemd if it is healthy."""
         if not self._healthy():
+            why = '; '.join(self._problems()) or 'see the log'
             if not self._stalled:
                 self._stalled = True
-                LOG.error('Not feeding the systemd watchdog: %s',
-                          '; '.join(self._problems()) or 'unhealthy')
-            self._notifier.send(STATUS='unhealthy: %s' % (
-                '; '.join(self._problems()) or 'see the log'))
+                LOG.error('Not feeding the systemd watchdog: %s', why)
+            self._notifier.send(STATUS='unhealthy: %s' % why)
             return False
         if self._stalled:
             self._stalled = False

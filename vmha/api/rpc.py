@@ -34,7 +34,6 @@ import oslo_messaging
 
 from vmha import concurrency
 from vmha import rpcapi
-import vmha.conf
 from vmha.manager import inventory
 
 LOG = logging.getLogger(__name__)
@@ -157,13 +156,7 @@ class RpcServer:
                 location.location is cfg.Locations.opt_default:
             LOG.info('RPC API off: [DEFAULT] transport_url is not set')
             return None
-        try:
-            transport = rpcapi.get_transport(conf)
-        except (oslo_messaging.MessagingException, ValueError) as error:
-            raise vmha.conf.ConfigError(
-                'invalid value for [DEFAULT] transport_url: %s' % error
-            ) from error
-        return cls(transport, service,
+        return cls(rpcapi.get_transport(conf), service,
                    concurrency.get(conf.concurrency_backend))
 
     @property

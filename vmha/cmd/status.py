@@ -114,12 +114,7 @@ def fetch_rpc(conf, host, timeout):
     import oslo_messaging
 
     from vmha import rpcapi
-    try:
-        transport = rpcapi.get_transport(conf)
-    except (oslo_messaging.MessagingException, ValueError) as error:
-        raise vmha.conf.ConfigError(
-            'invalid value for [DEFAULT] transport_url: %s' % error
-        ) from error
+    transport = rpcapi.get_transport(conf)  # or ConfigError
     try:
         return rpcapi.AgentAPI(transport, timeout=timeout).get_status(
             {}, host)

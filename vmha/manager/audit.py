@@ -184,8 +184,7 @@ class PowerStateAudit:
         if current is None or current.updated_at > started:
             return 0  # gone already, or defined after the listing
         self._store.forget(tx, row.uuid)
-        override = self._selector.overrides.get(row.uuid)
-        if override is not None and not override.enabled:
+        if self._selector.disabled(row.uuid):
             # Disabled by an operator: its events went unseen, so the
             # journal still says running (deleted or migrated during
             # maintenance, most likely).  Nothing to report.

@@ -379,7 +379,7 @@ class GuestAgentMonitor:
         if isinstance(event, _Reconsider):
             watched = self._watched.get(event.uuid)
             if watched is not None:
-                if self._disabled(watched):
+                if self._selector.disabled(watched.uuid):
                     watched.judging = None  # a verdict under way is dropped
                 self._describe(watched)
             return
@@ -422,11 +422,6 @@ class GuestAgentMonitor:
 
     # --- pings -------------------------------------------------------------
 
-    def _disabled(self, watched):
-        """An operator turned this guest's monitoring off (RPC API)."""
-        override = self._selector.overrides.get(watched.uuid)
-        return override is not None and not override.enabled
-
     def _pingable(self, watched):
         return watched.pingable and watched.state in gs.PINGED
 
@@ -461,7 +456,7 @@ class GuestAgentMonitor:
             if watched.next_ping <= self._clock():
                 self._plan(watched, watched.next_ping)  # it waited for us
         counted, watched.ping_counted = watched.ping_counted, False
-        if self._disabled(watched):
+        if self._selector.disabled(watched.uuid):
             return  # an answer to a ping sent before the operator's choice
         watched.last_latency = job.finished - job.submitted
         if not counted:
@@ -615,7 +610,7 @@ class GuestAgentMonitor:
         if job is not None and job is not watched.judging:
             return  # given up on (JUDGE_BOUND), or of an older episode
         watched.judging = None
-        if self._disabled(watched):
+        if self._selector.disabled(watched.uuid):
             return  # an operator turned its monitoring off meanwhile
         if watched.state not in (gs.ERROR, gs.REPORTED):
             return  # recovered, paused or rebooted meanwhile
@@ -684,7 +679,7 @@ class GuestAgentMonitor:
         if job.error is None:
             LOG.info('%s (%s): %s done', watched.name, watched.uuid, action)
             return
-        if self._disabled(watched):
+        if self._selector.disabled(watched.uuid):
             LOG.warning('%s (%s): %s failed: %s; not reported: an operator '
                         'turned its monitoring off', watched.name,
                         watched.uuid, action, job.error)

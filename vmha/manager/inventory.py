@@ -11,10 +11,10 @@ Rows are plain dicts of JSON types, so they cross HTTP and RPC as they
 are; times are ISO 8601 in UTC.
 """
 
-import datetime
 import logging
 import time
 
+from vmha.manager import failure_monitor
 from vmha.virt import exception
 from vmha.virt import power_state
 
@@ -29,8 +29,7 @@ def isotime(timestamp):
     """ISO 8601 UTC text of a POSIX time, or None."""
     if timestamp is None:
         return None
-    return datetime.datetime.fromtimestamp(
-        timestamp, datetime.UTC).isoformat(timespec='seconds')
+    return failure_monitor.utc(timestamp).isoformat(timespec='seconds')
 
 
 class Inventory:

@@ -140,6 +140,11 @@ class Selector:
         self._cache[uuid] = choice
         return self.is_monitored(uuid, name)
 
+    def disabled(self, uuid):
+        """True if an operator turned this domain's monitoring off."""
+        override = self.overrides.get(uuid)
+        return override is not None and not override.enabled
+
     def override(self, uuid, value):
         """Apply an operator's ``overrides.Override`` (None: clear it)."""
         if value is None:
