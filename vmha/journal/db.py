@@ -105,6 +105,18 @@ MIGRATIONS = [
         'ALTER TABLE domain_state ADD COLUMN last_decision TEXT',
         'ALTER TABLE domain_state ADD COLUMN last_decision_at REAL',
     ]),
+    ('incoming migrations, failure episode ids, who set an override', [
+        # Set while an incoming live migration has not yet resumed here,
+        # apart from state_reason: the audit rewrites state_reason (to
+        # PAUSED_MIGRATION, say) and must not erase this fact.
+        'ALTER TABLE domain_state ADD COLUMN incoming_migration '
+        'INTEGER NOT NULL DEFAULT 0',
+        # A fresh id per failure episode, sent to Masakari in the payload
+        # so that a second episode within its duplicate window is new.
+        'ALTER TABLE domain_state ADD COLUMN failure_episode TEXT',
+        # Who asked for an operator choice (from the RPC context).
+        'ALTER TABLE monitoring_override ADD COLUMN requested_by TEXT',
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,7 +13,8 @@ import collections
 DomainState = collections.namedtuple(
     'DomainState', ['uuid', 'name', 'power_state', 'state_reason',
                     'updated_at', 'failure_cause', 'failure_reported_at',
-                    'last_decision', 'last_decision_at'])
+                    'last_decision', 'last_decision_at',
+                    'incoming_migration', 'failure_episode'])
 
 _COLUMNS = ', '.join(DomainState._fields)
 
