@@ -99,7 +99,7 @@ def test_libvirt_is_lost_restored_and_audited(story):
     # web-2 came back while vmha was disconnected: the audit after the
     # reconnect finds it running and closes its failure episode.
     assert 'power-state audit #2 after the reconnect' in out
-    assert re.search(r'web-2: journal had shutdown \(STOPPED_FAILED\), '
+    assert re.search(r'web-2: journal had shutdown \(SHUTOFF_FAILED\), '
                      r'now running\s+\(RUNNING_BOOTED\);\s+failure '
                      r'episode \(qemu_died\) closed', out), out
 

@@ -75,6 +75,7 @@ def agent(tmp_path):
 
 QEMU_DIED = ('qemu_died', 'LIFECYCLE', 'STOPPED_FAILED')
 PANIC = ('guest_panic', 'LIFECYCLE', 'STOPPED_FAILED')
+CRASHED_UNKNOWN = ('crashed', 'LIFECYCLE', 'STOPPED_FAILED')
 IO = ('io_error', 'IO_ERROR', 'IO_ERROR_REPORT')
 WATCHDOG = ('watchdog', 'LIFECYCLE', 'STOPPED_FAILED')
 
@@ -213,7 +214,9 @@ def test_failure_during_an_agent_restart_is_found_by_the_audit(tmp_path):
 
 @pytest.mark.parametrize('state_after, expected', [
     ((SHUTOFF, 8), [QEMU_DIED]),  # libvirtd restarted, found QEMU dead
-    ((SHUTOFF, 3), [PANIC]),
+    # Shut off "crashed" with no CRASHED event seen: not known to be a
+    # panic (a QEMU killed while libvirtd restarted ends so).
+    ((SHUTOFF, 3), [CRASHED_UNKNOWN]),
     ((CRASHED, 1), [PANIC]),
     ((PAUSED, 5), [IO]),
     ((PAUSED, 6), [WATCHDOG]),
@@ -317,6 +320,113 @@ def test_a_failed_incoming_migration_is_not_a_failure(agent):
         for m in agent.messages('instance.lifecycle')]
 
 
+def _incoming_migration_then_audit(agent):
+    """A domain arrives by live migration and stays paused, waiting for
+    it, across one audit (which sees PAUSED_MIGRATION)."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 1)  # STARTED_MIGRATED: incoming, not resumed
+    agent.dispatch()
+    dom.state_value = (PAUSED, 2)  # PAUSED_MIGRATION
+    agent.audit.run_once()
+    return dom
+
+
+def test_an_incoming_migration_failing_after_an_audit_is_not_a_failure(
+        agent):
+    """Regression: the audit rewrote the journal's state reason from
+    STARTED_MIGRATED to PAUSED_MIGRATION, so any incoming migration longer
+    than one audit interval that then failed was reported as qemu_died
+    (and Masakari stopped and started a VM running healthy at the
+    source)."""
+    dom = _incoming_migration_then_audit(agent)
+    agent.fire(dom, 0, 5, 5)  # STOPPED_FAILED: the migration was aborted
+    del agent.fake.domains[dom.UUIDString()]
+    agent.dispatch()
+    assert agent.failures() == []
+
+
+@pytest.mark.parametrize('after', ['failed', 'vanished'])
+def test_an_aborted_incoming_migration_the_audit_finds_is_not_a_failure(
+        agent, after):
+    """The STOPPED event was missed: the next audit finds the domain shut
+    off (failed), or gone, before its migration ever resumed here."""
+    dom = _incoming_migration_then_audit(agent)
+    if after == 'failed':
+        dom.state_value = (SHUTOFF, 6)
+    else:
+        del agent.fake.domains[dom.UUIDString()]
+    assert agent.audit.run_once() == 0
+    assert agent.failures() == []
+
+
+@pytest.mark.parametrize('resumed', [(4, 1), (4, 3)],
+                         ids=['RESUMED_MIGRATED', 'RESUMED_POSTCOPY'])
+def test_a_death_after_the_migration_resumed_here_is_a_failure(agent,
+                                                               resumed):
+    """Once the VM runs here (post-copy included: the source has lost
+    it) its QEMU dying is a failure to recover."""
+    dom = _incoming_migration_then_audit(agent)
+    agent.fire(dom, 0, *resumed)
+    agent.dispatch()
+    dom.state_value = (SHUTOFF, 6)
+    agent.fire(dom, 0, 5, 5)
+    agent.dispatch()
+    assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+
+
+def test_a_migration_resumed_unseen_ends_at_the_next_audit(agent):
+    """The RESUMED event was missed: the audit that sees the domain
+    running ends the incoming migration, so a later death is reported."""
+    dom = _incoming_migration_then_audit(agent)
+    dom.state_value = (RUNNING, 2)  # RUNNING_MIGRATED
+    agent.audit.run_once()
+    dom.state_value = (SHUTOFF, 6)
+    agent.fire(dom, 0, 5, 5)
+    agent.dispatch()
+    assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+
+
+def test_events_and_the_audit_store_one_state_vocabulary(agent):
+    """Regression: events stored their own names (STOPPED_FAILED) in
+    state_reason and the audit libvirt's states (SHUTOFF_FAILED)."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    dom.state_value = (SHUTOFF, 6)
+    agent.fire(dom, 0, 5, 5)
+    agent.dispatch()
+    by_event = agent.reporter.store.all()[dom.UUIDString()]
+    agent.driver.clock.advance(1)
+    agent.audit.run_once()
+    by_audit = agent.reporter.store.all()[dom.UUIDString()]
+    assert by_event.state_reason == by_audit.state_reason == 'SHUTOFF_FAILED'
+    assert by_audit.updated_at == by_event.updated_at  # nothing to change
+
+
+def test_a_journal_of_schema_4_keeps_its_incoming_migration(tmp_path,
+                                                           monkeypatch):
+    """A row an older vmha wrote during an incoming migration (the event
+    name in state_reason) still protects the migration after upgrading."""
+    import sqlite3
+    path = str(tmp_path / 'vmha.sqlite')
+    with monkeypatch.context() as patch:  # the journal as vmha 4 left it
+        patch.setattr(db, 'MIGRATIONS', db.MIGRATIONS[:4])
+        patch.setattr(db, 'SCHEMA_VERSION', 4)
+        db.Journal(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO domain_state (uuid, name, power_state, "
+                 "state_reason, updated_at) VALUES ('u-1', 'vm-1', "
+                 "'running', 'STARTED_MIGRATED', 1.0), ('u-2', 'vm-2', "
+                 "'shutdown', 'STOPPED_FAILED', 1.0)")
+    conn.commit()
+    conn.close()
+    journal = db.Journal(path)
+    rows = state.StateStore(journal).all()
+    journal.close()
+    assert (rows['u-1'].state_reason, rows['u-1'].incoming_migration) == (
+        'PAUSED_MIGRATION', 1)
+    assert rows['u-2'].state_reason == 'SHUTOFF_FAILED'
+
+
 def test_a_guest_running_its_crash_kernel_is_left_alone(agent):
     """Regression: CRASHED_CRASHLOADED means kdump runs; stopping the
     guest would lose the dump."""
@@ -400,3 +510,42 @@ def test_a_disabled_domain_that_disappears_is_not_reported(agent):
     assert agent.audit.run_once() == 0
     assert agent.failures() == []
     assert dom.UUIDString() not in agent.reporter.store.all()
+
+
+def test_a_death_libvirtd_shows_late_after_a_reconnect_is_reported_soon(
+        agent, wait_for):
+    """Regression: a QEMU killed while libvirtd restarted is listed as
+    running for a moment after the reconnect, then "shut off (daemon)"
+    with no event; one audit right after the reconnect missed it, and
+    the failure waited for the next periodic audit (60 s)."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    agent.dispatch()
+    audit = audit_lib.PowerStateAudit(
+        agent.driver, agent.journal, agent.reporter, agent.selector,
+        concurrency.get(BACKEND), interval=60, settle_time=2.0,
+        settle_interval=0.1)
+    listings = []
+    list_instances = agent.driver.list_instances
+
+    def libvirtd_settling():
+        infos = list_instances()
+        listings.append(len(infos))
+        if len(listings) == 2:  # libvirtd now knows QEMU is gone
+            dom.state_value = (SHUTOFF, 8)  # SHUTOFF_DAEMON
+        return infos
+    agent.driver.list_instances = libvirtd_settling
+    audit.start()  # the start-up audit
+    wait_for(lambda: audit.runs == 1, what='the start-up audit')
+    audit.request_settling()  # what CONNECTION_RESTORED asks for
+    backend_sleep = concurrency.get(BACKEND).sleep
+    try:
+        wait_for(lambda: agent.failures(), timeout=2.0,
+                 what='the failure within the settle time')
+        assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+        backend_sleep(2.2)  # past the settle time: follow-ups end
+        runs = audit.runs
+        backend_sleep(0.5)
+        assert audit.runs == runs
+    finally:
+        audit.stop()

@@ -23,6 +23,47 @@ Possible values:
 * A positive number of seconds.
 * 0 or a negative number: no periodic audit (the others still run).
 """),
+    cfg.FloatOpt('settle_time',
+                 default=10.0,
+                 min=0.0,
+                 max=300.0,
+                 help="""
+Seconds to keep auditing after the libvirt connection is restored.
+
+A libvirtd that has just started lists every domain as it last knew it
+while it reconnects to their QEMU processes: a QEMU killed meanwhile
+still shows as running for a second or so, then ends "shut off
+(daemon)" or "shut off (crashed)" with no lifecycle event.  The audit
+therefore runs again every ``settle_interval`` seconds for this long, so
+such a death is reported within this time of libvirtd answering again
+rather than at the next periodic audit.
+
+Possible values:
+
+* 0: only the one audit right after the reconnect.
+* A number of seconds up to 300.
+
+Related options:
+
+* ``settle_interval``
+* ``interval``
+"""),
+    cfg.FloatOpt('settle_interval',
+                 default=2.0,
+                 min=0.1,
+                 max=60.0,
+                 help="""
+Seconds between two audits while the connection settles (see
+``settle_time``).  Each audit is one domain listing.
+
+Possible values:
+
+* A number of seconds from 0.1 to 60.
+
+Related options:
+
+* ``settle_time``
+"""),
 ]
 
 

@@ -116,6 +116,13 @@ MIGRATIONS = [
         'ALTER TABLE domain_state ADD COLUMN failure_episode TEXT',
         # Who asked for an operator choice (from the RPC context).
         'ALTER TABLE monitoring_override ADD COLUMN requested_by TEXT',
+        # Rows written before this version kept the event's name in
+        # state_reason; move the one fact that matters out of it.  Other
+        # event names are rewritten by the next event or audit.
+        "UPDATE domain_state SET incoming_migration = 1, state_reason = "
+        "'PAUSED_MIGRATION' WHERE state_reason = 'STARTED_MIGRATED'",
+        "UPDATE domain_state SET state_reason = 'SHUTOFF_' || "
+        "substr(state_reason, 9) WHERE state_reason LIKE 'STOPPED_%'",
     ]),
 ]
 

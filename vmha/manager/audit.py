@@ -44,10 +44,14 @@ class PowerStateAudit:
     :param selector: the selection.Selector
     :param backend: a vmha.concurrency backend
     :param interval: seconds between periodic runs (<= 0: none)
+    :param settle_time: after ``request_settling`` (libvirt connection
+        restored), keep auditing this many seconds
+    :param settle_interval: ... every this many seconds
     """
 
     def __init__(self, driver, journal, reporter, selector, backend,
-                 interval=60, clock=time.time):
+                 interval=60, settle_time=10.0, settle_interval=2.0,
+                 clock=time.time):
         self._driver = driver
         self._journal = journal
         self._reporter = reporter
@@ -55,6 +59,9 @@ class PowerStateAudit:
         self._selector = selector
         self._backend = backend
         self._interval = interval
+        self._settle_time = settle_time
+        self._settle_interval = settle_interval
+        self._settle_until = None  # monotonic; follow-ups until then
         self._clock = clock
         self._wakeup = None
         self._task = None
@@ -71,6 +78,14 @@ class PowerStateAudit:
         self._requested = True
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def request_settling(self):
+        """Run now, then every ``settle_interval`` seconds for
+        ``settle_time``: for the moments after libvirtd came back, while
+        it still reconnects to its QEMUs and lists dead ones as running.
+        """
+        self._settle_until = time.monotonic() + self._settle_time
+        self.request()
 
     def start(self):
         self._wakeup = self._backend.event()
@@ -106,8 +121,20 @@ class PowerStateAudit:
             except Exception:  # the audit must outlive any one failure
                 LOG.exception('Power-state audit failed; next one as '
                               'scheduled')
-            if self._interval > 0:
-                due = time.monotonic() + self._interval
+            due = self._next_due()
+
+    def _next_due(self):
+        """When the next run is due (monotonic), or None."""
+        now = time.monotonic()
+        due = now + self._interval if self._interval > 0 else None
+        if self._settle_until is not None:
+            if now < self._settle_until:
+                follow_up = min(now + self._settle_interval,
+                                self._settle_until)
+                due = follow_up if due is None else min(due, follow_up)
+            else:
+                self._settle_until = None
+        return due
 
     def run_once(self):
         """One audit; returns the number of failures it reported."""
@@ -164,8 +191,13 @@ class PowerStateAudit:
         if row is not None and not self._changed(info, row, started):
             return 0
         current = power_state.STATE_MAP[info.power_state]
+        # Running: any incoming migration is over (its RESUMED was
+        # missed).  Paused or off: the listing cannot tell; keep the fact.
         self._store.record(tx, info.uuid, info.name, current,
-                           info.state_reason, self._clock())
+                           info.state_reason, self._clock(),
+                           incoming_migration=False
+                           if info.power_state == power_state.RUNNING
+                           else None)
         if current == 'running' and row is not None and \
                 _closes_when_running(row):
             LOG.info('%s (%s) runs again: failure episode (%s) closed',
@@ -175,6 +207,11 @@ class PowerStateAudit:
             return 0  # first sight: recorded, never reported
         verdict = decisions.from_state(info.state_reason)
         if verdict is None:
+            return 0
+        if row.incoming_migration:
+            LOG.info('%s (%s): %s during an incoming migration: not a '
+                     'failure (the instance runs on at the source)',
+                     info.name, info.uuid, info.state_reason)
             return 0
         return int(self._reporter.report(tx, row, info.uuid, info.name,
                                          verdict, self._clock()))
@@ -188,6 +225,10 @@ class PowerStateAudit:
             # Disabled by an operator: its events went unseen, so the
             # journal still says running (deleted or migrated during
             # maintenance, most likely).  Nothing to report.
+            return 0
+        if current.incoming_migration:
+            LOG.info('%s (%s): gone before its incoming migration resumed '
+                     'here: not a failure', row.name, row.uuid)
             return 0
         if current.power_state == 'running' and not current.failure_cause:
             return int(self._reporter.report(

@@ -90,8 +90,10 @@ def _none(evidence):
 _LIFECYCLE_FAILURES = {
     'STOPPED_FAILED': lambda evidence: _verdict(
         Cause.QEMU_DIED, QEMU_DIED, evidence, needs_stopped=True),
+    # With pvpanic, CRASHED_PANICKED came first and opened a guest_panic
+    # episode; alone, this says only that the domain crashed.
     'STOPPED_CRASHED': lambda evidence: _verdict(
-        Cause.GUEST_PANIC, QEMU_DIED, evidence, needs_stopped=True),
+        Cause.CRASHED, QEMU_DIED, evidence, needs_stopped=True),
     'SUSPENDED_IOERROR': lambda evidence: _verdict(
         Cause.IO_ERROR, IO_ERROR, evidence),
     'SUSPENDED_WATCHDOG': lambda evidence: _verdict(
@@ -113,9 +115,11 @@ _STATE_FAILURES = {
     'SHUTOFF_FAILED': (Cause.QEMU_DIED, QEMU_DIED),
     # libvirtd found the QEMU process gone when it started again.
     'SHUTOFF_DAEMON': (Cause.QEMU_DIED, QEMU_DIED),
-    'SHUTOFF_CRASHED': (Cause.GUEST_PANIC, QEMU_DIED),
+    # Shut off "crashed" is not known to be a panic: a QEMU killed while
+    # libvirtd restarted ends so too, with no CRASHED event before it.
+    'SHUTOFF_CRASHED': (Cause.CRASHED, QEMU_DIED),
     'CRASHED_PANICKED': (Cause.GUEST_PANIC, QEMU_DIED),
-    'CRASHED_UNKNOWN': (Cause.GUEST_PANIC, QEMU_DIED),
+    'CRASHED_UNKNOWN': (Cause.CRASHED, QEMU_DIED),
     'PAUSED_CRASHED': (Cause.GUEST_PANIC, QEMU_DIED),
     'PAUSED_IOERROR': (Cause.IO_ERROR, IO_ERROR),
     'PAUSED_WATCHDOG': (Cause.WATCHDOG, QEMU_DIED),

@@ -43,6 +43,22 @@ _POWER_STATE_AFTER = {
 }
 
 
+def _incoming_migration(event):
+    """True when ``event`` starts an incoming live migration, False when
+    it ends one (or shows there is none), None when it says nothing.
+
+    The migration is over once the domain resumes here (post-copy too:
+    from then on the VM runs on this host and its death is a failure)
+    or stops; a paused or suspended domain may still be migrating."""
+    if event.vir_domain_event == 'STARTED_MIGRATED':
+        return True
+    if event.transition in (ev.EVENT_LIFECYCLE_STARTED,
+                            ev.EVENT_LIFECYCLE_RESUMED,
+                            ev.EVENT_LIFECYCLE_STOPPED):
+        return False
+    return None
+
+
 def utc(timestamp):
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
 
@@ -131,7 +147,7 @@ class FailureMonitor:
         with self._journal.transaction() as tx:
             row = self._store.get(tx, event.uuid)
             if verdict is not None and verdict.needs_stopped and \
-                    row is not None and row.state_reason == 'STARTED_MIGRATED':
+                    row is not None and row.incoming_migration:
                 # An incoming migration that never resumed here: libvirt
                 # stops it when the migration fails or is cancelled, and
                 # the instance runs on at the source.
@@ -177,7 +193,8 @@ class FailureMonitor:
         elif event.transition != ev.EVENT_LIFECYCLE_DEFINED:
             self._store.record(tx, event.uuid, event.name,
                                power_state.STATE_MAP[power],
-                               event.vir_domain_event, now)
+                               event.state_reason, now,
+                               incoming_migration=_incoming_migration(event))
             if power == power_state.RUNNING and row is not None \
                     and row.failure_cause:
                 LOG.info('%s (%s) runs again: failure episode (%s) closed',

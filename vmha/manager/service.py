@@ -69,10 +69,11 @@ class AgentService:
                                                 backend.run_blocking)
         audit = audit_lib.PowerStateAudit(
             driver, journal, reporter, selector, backend,
-            conf.audit.interval)
+            conf.audit.interval, settle_time=conf.audit.settle_time,
+            settle_interval=conf.audit.settle_interval)
         monitor = failure_monitor.FailureMonitor(
             driver, journal, reporter, selector,
-            conf.libvirt.connection_uri, on_resync=audit.request,
+            conf.libvirt.connection_uri, on_resync=audit.request_settling,
             run_blocking=backend.run_blocking)
         metrics = metrics_lib.Metrics()
         listeners = [metrics.listener, monitor]

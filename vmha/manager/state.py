@@ -1,5 +1,11 @@
 """Per-domain state in the journal: last known power state, open failure.
 
+``state_reason`` holds one vocabulary, libvirt's domain state and
+reason (``SHUTOFF_FAILED``), whether an event or the audit saw it; the
+fact that an incoming live migration is under way is kept apart, in
+``incoming_migration``, since the audit rewrites the state reason while
+the migration runs.
+
 A failure *episode* opens when a recoverable failure is reported and
 closes when the domain is seen running again; while it is open, the same
 domain is not reported again (a panic gives CRASHED then STOPPED_CRASHED;
@@ -35,16 +41,28 @@ class StateStore:
         return {row[0]: DomainState(*row) for row in self.journal.query(
             'SELECT %s FROM domain_state' % _COLUMNS)}
 
-    def record(self, tx, uuid, name, power_state, state_reason, when):
-        """Remember the domain's power state; an open episode stays."""
+    def record(self, tx, uuid, name, power_state, state_reason, when,
+               incoming_migration=None):
+        """Remember the domain's power state; an open episode stays.
+
+        ``state_reason`` is libvirt's ``<STATE>_<REASON>`` ('SHUTOFF_FAILED')
+        whoever saw it, event or audit.  ``incoming_migration``: True
+        while an incoming live migration has not resumed here, False once
+        it has (or the domain booted, stopped...), None to keep it.
+        """
         tx.execute(
             'INSERT INTO domain_state (uuid, name, power_state, '
-            'state_reason, updated_at) VALUES (?, ?, ?, ?, ?) '
+            'state_reason, updated_at, incoming_migration) '
+            'VALUES (?, ?, ?, ?, ?, ?) '
             'ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, '
             'power_state = excluded.power_state, '
             'state_reason = excluded.state_reason, '
-            'updated_at = excluded.updated_at',
-            (uuid, name, power_state, state_reason, when))
+            'updated_at = excluded.updated_at, '
+            'incoming_migration = CASE WHEN ? IS NULL THEN '
+            'domain_state.incoming_migration ELSE excluded.incoming_migration '
+            'END',
+            (uuid, name, power_state, state_reason, when,
+             int(bool(incoming_migration)), incoming_migration))
 
     def open_failure(self, tx, uuid, cause, when):
         tx.execute('UPDATE domain_state SET failure_cause = ?, '

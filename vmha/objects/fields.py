@@ -42,9 +42,12 @@ class FailureCause(fields.Enum):
     CONTROL_ERROR = 'control_error'
     GUEST_HUNG = 'guest_hung'
     VANISHED = 'vanished'
+    # libvirt says "crashed" but no guest panic was seen: QEMU was killed
+    # while libvirtd was away, say, or the guest crashed without pvpanic.
+    CRASHED = 'crashed'
 
     ALL = (QEMU_DIED, GUEST_PANIC, IO_ERROR, WATCHDOG, CONTROL_ERROR,
-           GUEST_HUNG, VANISHED)
+           GUEST_HUNG, VANISHED, CRASHED)
 
     def __init__(self):
         super().__init__(valid_values=self.ALL)

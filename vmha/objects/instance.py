@@ -47,7 +47,8 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     """
 
     # Version 1.0: Initial version
-    VERSION = '1.0'
+    # Version 1.1: cause 'crashed' (crashed, cause unknown)
+    VERSION = '1.1'
 
     fields = {
         'uuid': fields.UUIDField(),

@@ -115,6 +115,63 @@ LIFECYCLE_DETAIL_NAMES = {
     VIR_LIFECYCLE_CRASHED: ('PANICKED', 'CRASHLOADED'),
 }
 
+# The domain state (libvirt's ``<STATE>_<REASON>``, as ``dom.state()`` and
+# the audit name it) a lifecycle event leaves the domain in, so that what
+# an event and what a listing say about one domain compare equal.  An
+# event missing here falls back to ``_STATE_OF_LIFECYCLE`` + '_UNKNOWN'.
+STATE_REASON_AFTER = {
+    'STARTED_BOOTED': 'RUNNING_BOOTED',
+    # An incoming migration starts the domain paused until it resumes.
+    'STARTED_MIGRATED': 'PAUSED_MIGRATION',
+    'STARTED_RESTORED': 'RUNNING_RESTORED',
+    'STARTED_FROM_SNAPSHOT': 'RUNNING_FROM_SNAPSHOT',
+    'STARTED_WAKEUP': 'RUNNING_WAKEUP',
+    'SUSPENDED_PAUSED': 'PAUSED_USER',
+    'SUSPENDED_MIGRATED': 'PAUSED_MIGRATION',
+    'SUSPENDED_IOERROR': 'PAUSED_IOERROR',
+    'SUSPENDED_WATCHDOG': 'PAUSED_WATCHDOG',
+    'SUSPENDED_RESTORED': 'PAUSED_USER',
+    'SUSPENDED_FROM_SNAPSHOT': 'PAUSED_FROM_SNAPSHOT',
+    'SUSPENDED_POSTCOPY': 'PAUSED_POSTCOPY',
+    'SUSPENDED_POSTCOPY_FAILED': 'PAUSED_POSTCOPY_FAILED',
+    'RESUMED_UNPAUSED': 'RUNNING_UNPAUSED',
+    'RESUMED_MIGRATED': 'RUNNING_MIGRATED',
+    'RESUMED_FROM_SNAPSHOT': 'RUNNING_FROM_SNAPSHOT',
+    'RESUMED_POSTCOPY': 'RUNNING_POSTCOPY',
+    'RESUMED_POSTCOPY_FAILED': 'RUNNING_POSTCOPY_FAILED',
+    'STOPPED_SHUTDOWN': 'SHUTOFF_SHUTDOWN',
+    'STOPPED_DESTROYED': 'SHUTOFF_DESTROYED',
+    'STOPPED_CRASHED': 'SHUTOFF_CRASHED',
+    'STOPPED_MIGRATED': 'SHUTOFF_MIGRATED',
+    'STOPPED_SAVED': 'SHUTOFF_SAVED',
+    'STOPPED_FAILED': 'SHUTOFF_FAILED',
+    'STOPPED_FROM_SNAPSHOT': 'SHUTOFF_FROM_SNAPSHOT',
+    'CRASHED_PANICKED': 'CRASHED_PANICKED',
+    # A crash kernel (kdump) took over: the domain goes on running.
+    'CRASHED_CRASHLOADED': 'RUNNING_CRASHED',
+}
+_STATE_OF_LIFECYCLE = {
+    VIR_LIFECYCLE_DEFINED: 'SHUTOFF',
+    VIR_LIFECYCLE_UNDEFINED: 'SHUTOFF',
+    VIR_LIFECYCLE_STARTED: 'RUNNING',
+    VIR_LIFECYCLE_SUSPENDED: 'PAUSED',
+    VIR_LIFECYCLE_RESUMED: 'RUNNING',
+    VIR_LIFECYCLE_STOPPED: 'SHUTOFF',
+    VIR_LIFECYCLE_SHUTDOWN: 'SHUTDOWN',
+    VIR_LIFECYCLE_PMSUSPENDED: 'PMSUSPENDED',
+    VIR_LIFECYCLE_CRASHED: 'CRASHED',
+}
+
+
+def state_reason_after(code, detail):
+    """The ``<STATE>_<REASON>`` a lifecycle event leaves its domain in:
+    'SHUTOFF_FAILED' for STOPPED/FAILED."""
+    reason = STATE_REASON_AFTER.get(lifecycle_name(code, detail))
+    if reason is None:
+        reason = '%s_UNKNOWN' % _STATE_OF_LIFECYCLE.get(code, 'NOSTATE')
+    return reason
+
+
 # STOPPED details that are never part of a reboot: delivered at once, so a
 # dead QEMU or a panic is reported without the STOPPED delay.
 STOPPED_FAILED = 5
@@ -299,6 +356,11 @@ class LifecycleEvent(InstanceEvent):
     @property
     def vir_domain_event(self):
         return lifecycle_name(self.code, self.detail)
+
+    @property
+    def state_reason(self):
+        """The domain state this event leaves it in ('SHUTOFF_FAILED')."""
+        return state_reason_after(self.code, self.detail)
 
 
 class CrashedEvent(LifecycleEvent):
