@@ -6,6 +6,7 @@ what would go on the bus.  Other sessions' domains may share the host, so
 every assertion looks at this test's guest only.
 """
 
+import threading
 import time
 
 from oslo_config import cfg
@@ -168,10 +169,10 @@ def test_vm_killed_while_libvirtd_is_down_is_reported_once(
         ('LIFECYCLE', 'STOPPED_FAILED')]
 
 
-@pytest.mark.parametrize('trial', [1, 2])
+@pytest.mark.parametrize('delay', [0.05, 0.1, 0.1, 0.15, 0.2, 0.6])
 def test_vm_killed_as_libvirtd_restarts_is_reported_within_10s(
-        agent, vm_factory, libvirtd, wait_for, realvm_measure, trial):
-    """Regression: a QEMU killed right after libvirtd restarts gives no
+        agent, vm_factory, libvirtd, wait_for, realvm_measure, delay):
+    """Regression: a QEMU killed while libvirtd starts again gives no
     lifecycle event; libvirtd lists it as running while it reconnects,
     so the one audit after the reconnect missed it and the failure came
     with the next periodic audit, 60 s later (2 of 4 trials)."""
@@ -179,18 +180,25 @@ def test_vm_killed_as_libvirtd_restarts_is_reported_within_10s(
     wait_for(lambda: agent.lifecycle(guest.uuid), timeout=10,
              what='the boot to be recorded')
     libvirtd.kill9()
-    libvirtd.start()
+    killer = threading.Timer(delay, guest.kill9_qemu)
+    killer.start()  # ``delay`` seconds into libvirtd's start
+    try:
+        libvirtd.start()
+    finally:
+        killer.join()
     answered = time.monotonic()
-    time.sleep(0.1)
-    guest.kill9_qemu()
-    wait_for(lambda: agent.failures(guest.uuid), timeout=30,
-             what='the failure after the reconnect')
+
+    def recoverable():
+        # A CONTROL_ERROR on a domain libvirtd still lists as running is
+        # reported too, for the record; Masakari acts on this pair only.
+        return [f for f in agent.failures(guest.uuid)
+                if (f['event'], f['vir_domain_event'])
+                == ('LIFECYCLE', 'STOPPED_FAILED')]
+    wait_for(recoverable, timeout=30, what='the failure after the reconnect')
     latency = realvm_measure('libvirtd answers -> failure of a QEMU '
                              'killed as it restarted',
                              time.monotonic() - answered)
-    (failure,) = agent.failures(guest.uuid)
-    assert (failure['event'], failure['vir_domain_event']) == (
-        'LIFECYCLE', 'STOPPED_FAILED')
-    # No CRASHED event came first: not called a guest panic.
-    assert failure['cause'] in ('qemu_died', 'crashed')
+    (failure,) = recoverable()
+    if agent.event(guest.uuid, 'CRASHED_PANICKED') is None:
+        assert failure['cause'] != 'guest_panic'  # no panic was seen
     assert latency <= 10.0

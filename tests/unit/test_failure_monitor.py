@@ -549,3 +549,16 @@ def test_a_death_libvirtd_shows_late_after_a_reconnect_is_reported_soon(
         assert audit.runs == runs
     finally:
         audit.stop()
+
+
+def test_a_control_error_on_a_running_domain_asks_for_another_look(agent):
+    """libvirtd reconnecting to a QEMU that is gone lists the domain as
+    running for a moment: the control error alone cannot say it died,
+    so the audit is asked to look again (see the settling audit)."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 0)
+    agent.dispatch()
+    agent.audit._requested = False
+    agent.fire(dom, 7)
+    agent.dispatch()
+    assert agent.audit._requested

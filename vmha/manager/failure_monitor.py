@@ -177,7 +177,13 @@ class FailureMonitor:
                         verdict.vir_domain_event, error)
             return verdict
         if verdict.cause == fields.FailureCause.CONTROL_ERROR:
-            return decisions.from_control_error(verdict, info)
+            verdict = decisions.from_control_error(verdict, info)
+            if verdict.cause == fields.FailureCause.CONTROL_ERROR:
+                # Still listed as running: libvirtd may be reconnecting to
+                # a QEMU that is in fact gone (it then ends "shut off
+                # (daemon)" with no event): look again while it settles.
+                self._on_resync()
+            return verdict
         if info is not None and info.power_state == power_state.RUNNING:
             LOG.info('%s (%s): %s, but the domain runs again (%s): no '
                      'failure to report', event.name, event.uuid,
