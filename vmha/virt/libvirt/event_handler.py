@@ -69,6 +69,8 @@ class EventHandler:
         self.dropped_total = 0
         self.dispatched_total = 0
         self.last_turnover = clock()
+        # callable() at the end of every turnover (the driver's hook).
+        self.on_turnover = None
         self._running = False
 
     @staticmethod
@@ -121,6 +123,11 @@ class EventHandler:
                       'asking listeners to resync', self._queue_size, dropped)
             self._emit(ev.ResyncRequiredEvent(dropped))
         self._emit_due(self.clock())
+        if self.on_turnover is not None:
+            try:
+                self.on_turnover()
+            except Exception:
+                LOG.exception('Turnover hook failed; continuing')
 
     def _route(self, item):
         if isinstance(item, _HOST_EVENT_TYPES):
