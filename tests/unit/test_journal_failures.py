@@ -14,6 +14,7 @@ import sqlite3
 
 from tests.fixtures import virt
 from tests.unit import test_guest_monitor
+from vmha.api import table
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.manager import failure_monitor
@@ -151,6 +152,26 @@ def test_events_past_the_bound_are_dropped_loudly_and_audited(
     assert len(agent.messages('instance.lifecycle')) == 3
     assert agent.resyncs == [agent.clock()]  # the audit finds the rest
     assert '2 event(s) were dropped' in caplog.text
+    agent.close()
+
+
+def test_vmha_status_says_the_journal_cannot_be_written(tmp_path):
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    lock = LockHolder(path)
+    agent.fake.connection.close_by_peer()
+    agent.dispatch()
+    agent.clock.advance(2.0)
+    line = table.health_line({'host': 'compute-1',
+                              'health': agent.health.report()})
+    assert line.startswith('vmha-agent on compute-1: UNHEALTHY (')
+    assert 'journal NOT WRITABLE for 2.0s, 1 write(s) waiting' in line
+    lock.release()
+    agent.dispatch(1.0)
+    line = table.health_line({'host': 'compute-1',
+                              'health': agent.health.report()})
+    assert line.startswith('vmha-agent on compute-1: healthy (')
+    assert 'journal' not in line
     agent.close()
 
 
