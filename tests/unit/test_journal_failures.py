@@ -80,7 +80,7 @@ class EventPath:
 
 
 def test_a_failure_decided_while_the_journal_is_locked_is_sent_once_after(
-        tmp_path):
+        tmp_path, caplog):
     path = str(tmp_path / 'vmha.sqlite')
     agent = EventPath(path)
     dom = agent.fake.add_domain('vm-1')
@@ -93,6 +93,11 @@ def test_a_failure_decided_while_the_journal_is_locked_is_sent_once_after(
     agent.fake.fire_lifecycle(dom, STOPPED, 5)  # QEMU died
     agent.fake.fire_lifecycle(dom, DEFINED, 1)  # then its XML changed
     agent.dispatch()
+    # One line per failed try names the domain, the cause and what waits.
+    assert 'Cannot write LIFECYCLE STOPPED_FAILED vm-1 (%s): cannot use ' \
+        'the vmha journal' % dom.UUIDString() in caplog.text
+    assert 'database is locked' in caplog.text
+    assert '1 event(s) kept, next try in 0.5s' in caplog.text
     agent.dispatch(5.0)  # idle turnovers retry, and fail again
     assert agent.messages('instance.failure') == []
     report = agent.health.report()

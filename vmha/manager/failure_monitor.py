@@ -155,6 +155,7 @@ class FailureMonitor:
     def _write(self, what, write):
         """Run ``write()`` (one journal transaction) behind every write
         still waiting, so that none overtakes an older one."""
+        what = ' '.join(what.split())  # describe() pads its columns
         if len(self._pending) >= PENDING_LIMIT:
             if not self._dropped:
                 LOG.error('%d events wait for the journal: dropping new '
@@ -177,13 +178,11 @@ class FailureMonitor:
             except db.JournalError as error:
                 delay = self._retry.failed()
                 LOG.error('Cannot write %s: %s; %d event(s) kept, next try '
-                          'in %.1fs', what.strip(), error,
-                          len(self._pending), delay)
+                          'in %.1fs', what, error, len(self._pending), delay)
                 return
             except Exception:
                 # Not the journal: trying again would fail again.
-                LOG.exception('Handling %s failed; it is skipped',
-                              what.strip())
+                LOG.exception('Handling %s failed; it is skipped', what)
             self._pending.popleft()
         if self._retry.succeeded():
             LOG.warning('The journal takes writes again: every kept event '
