@@ -24,6 +24,13 @@ def health_line(status):
     if audit:
         parts.append('%d audit(s)%s' % (audit['runs'], '' if audit['ok']
                                         else ', audit loop STALLED'))
+    guests = checks.get('guest_agent')
+    if guests and not guests['ok']:
+        parts.append('guest-agent loop STALLED for %.1fs' % guests['age'])
+    journal = checks.get('journal')
+    if journal and not journal['ok']:
+        parts.append('journal NOT WRITABLE for %ss, %d write(s) waiting'
+                     % (journal['failing_for'], journal['pending']))
     libvirt = checks.get('libvirt')
     if libvirt:
         parts.append('libvirt connected' if libvirt['connected'] else

@@ -40,13 +40,19 @@ Possible values:
                  default=20.0,
                  min=2.0,
                  help="""
-Seconds the event dispatcher or the power-state audit loop may go without
-turning over before the agent counts as wedged.
+Seconds the event dispatcher, the power-state audit loop or the
+guest-agent monitor loop may go without turning over before the agent
+counts as wedged.
 
-Both wake at least once a second when idle, so a longer silence means one
+Each wakes at least once a second when idle, so a longer silence means one
 is stuck (a listener blocking, a libvirt call that never returns).  Then
 ``/healthz`` answers 503 and the agent stops sending ``WATCHDOG=1`` to
-systemd, which restarts it once ``WatchdogSec`` passes.
+systemd, which restarts it once ``WatchdogSec`` passes.  (A journal that
+cannot be written does the same at once, with no delay of its own.)
+
+Possible values:
+
+* Seconds, at least 2.
 
 Related options:
 

@@ -32,6 +32,14 @@ at start with one ``JournalError`` naming the path and the cause.  There
 is no in-memory fallback: an agent that cannot persist what it reports
 must not pretend to.
 
+Failed writes.  Later, a write can still fail (another process holding
+the lock past ``busy_timeout``, a full file system, an I/O error): the
+transaction rolls back and raises ``JournalError``, and the caller keeps
+what it meant to write and tries again (``vmha.journal.retry``).  The
+journal remembers since when its writes fail (``write_failing_since``,
+cleared by the next commit), so that /healthz and the systemd watchdog
+say so while they do.
+
 Schema.  ``MIGRATIONS`` is an ordered list; version N is its Nth entry.
 Later tables (the manager's per-domain state) are new entries appended
 at the end, never edits of old ones.
@@ -212,8 +220,10 @@ class _TransactionScope:
         journal._acquire(for_transaction=True)
         try:
             journal._run(journal._conn.execute, 'BEGIN IMMEDIATE')
-        except BaseException:
+        except BaseException as error:
             journal._release()
+            if isinstance(error, JournalError):
+                journal._write_failed(error)
             raise
         self._tx = Transaction(journal)
         return self._tx
@@ -226,9 +236,15 @@ class _TransactionScope:
                 journal._commit()
             else:
                 journal._rollback()
+        except JournalError as error:
+            journal._write_failed(error)
+            raise
         finally:
             journal._release()
-        if exc_type is None:
+        if isinstance(exc, JournalError):
+            journal._write_failed(exc)  # a statement failed: disk full
+        elif exc_type is None:
+            journal._write_succeeded()
             for callback in self._tx._callbacks:
                 try:
                     callback()
@@ -247,16 +263,23 @@ class Journal:
         with mode 0700 when missing
     :param busy_timeout: seconds to wait for another process's lock
         (an operator's ``sqlite3`` shell, say) before failing
+    :param clock: monotonic clock for ``write_failing_since``
     :raises JournalError: the file cannot be created, is corrupt, is not
         a vmha journal, was written by a newer vmha, or cannot be written
     """
 
-    def __init__(self, path, busy_timeout=5.0):
+    def __init__(self, path, busy_timeout=5.0, clock=time.monotonic):
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._owner = None
         self._conn = None
+        self._clock = clock
         self.schema_version = None
+        # Since when (``clock``) every write fails, and the last cause;
+        # None since the last commit.
+        self.write_failing_since = None
+        self.last_write_error = None
+        self.failed_writes = 0
         self._open(busy_timeout)
 
     @classmethod
@@ -433,6 +456,23 @@ class Journal:
     def _release(self):
         self._owner = None
         self._lock.release()
+
+    def write_failing_for(self):
+        """Seconds since writes began to fail, or None since a commit."""
+        since = self.write_failing_since
+        return None if since is None else max(0.0, self._clock() - since)
+
+    def _write_failed(self, error):
+        self.failed_writes += 1
+        self.last_write_error = str(error)
+        if self.write_failing_since is None:
+            self.write_failing_since = self._clock()
+
+    def _write_succeeded(self):
+        if self.write_failing_since is not None:
+            LOG.warning('The vmha journal %s takes writes again after %.1fs',
+                        self.path, self._clock() - self.write_failing_since)
+            self.write_failing_since = None
 
     def _run(self, function, *args):
         try:

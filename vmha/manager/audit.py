@@ -29,6 +29,7 @@ dispatch goes on meanwhile.
 import logging
 import time
 
+from vmha.journal import db
 from vmha.manager import decisions
 from vmha.objects import fields
 from vmha.virt import exception
@@ -118,6 +119,13 @@ class PowerStateAudit:
             self._requested = False
             try:
                 self.run_once()
+            except db.JournalError as error:
+                # What it found is not written: look again soon, not at
+                # the next interval (nothing is lost, libvirt still knows).
+                LOG.error('Power-state audit cannot write the journal: %s; '
+                          'running again in %.0fs', error, JOURNAL_RETRY)
+                due = time.monotonic() + JOURNAL_RETRY
+                continue
             except Exception:  # the audit must outlive any one failure
                 LOG.exception('Power-state audit failed; next one as '
                               'scheduled')
@@ -249,6 +257,9 @@ CHUNK = 500
 
 # Longest the audit loop sleeps between two looks at the clock (seconds).
 HEARTBEAT = 1.0
+
+# Seconds before an audit whose write failed runs again.
+JOURNAL_RETRY = 3.0
 
 
 def _chunks(items, size):

@@ -12,6 +12,17 @@ not reported again until it is seen running.
 Runs on the dispatcher: one transaction per event, no thread per event.
 The re-check is one local libvirt call (domain state is libvirtd's own
 bookkeeping; it never waits on QEMU).
+
+Never lost.  An event whose transaction failed (``JournalError``: the
+lock held past busy_timeout, a full disk) is kept, with every event after
+it, in one FIFO, and handled again, in arrival order, on later events and
+on the dispatcher's turnovers (``retry_pending``, at least once a second)
+with a short backoff (``vmha.journal.retry``).  So a later event of the
+same domain never overtakes it, and a failure decided while the journal
+cannot be written reaches the outbox once it can.  Host events
+(connection lost or restored) queue the same way.  At most
+``PENDING_LIMIT`` events wait; past that, new ones are dropped with an
+error, and the audit runs once the backlog is written.
 """
 
 import collections
@@ -19,6 +30,8 @@ import datetime
 import logging
 import time
 
+from vmha.journal import db
+from vmha.journal import retry
 from vmha.manager import decisions
 from vmha.objects import fields
 from vmha.objects import host_connection
@@ -41,6 +54,10 @@ _POWER_STATE_AFTER = {
     ev.EVENT_LIFECYCLE_SUSPENDED: power_state.SUSPENDED,
     ev.EVENT_LIFECYCLE_CRASHED: power_state.CRASHED,
 }
+
+# Most events kept while the journal cannot be written (about a kilobyte
+# each): hours of a busy host's events, minutes of an event storm.
+PENDING_LIMIT = 10000
 
 
 def _incoming_migration(event):
@@ -117,7 +134,7 @@ class FailureMonitor:
     """
 
     def __init__(self, driver, journal, reporter, selector, uri,
-                 on_resync=None, run_blocking=None):
+                 on_resync=None, run_blocking=None, clock=time.monotonic):
         self._driver = driver
         # libvirt calls off the eventlet hub (the backend's run_blocking).
         self._run_blocking = run_blocking or (lambda f, *a: f(*a))
@@ -128,6 +145,14 @@ class FailureMonitor:
         self._selector = selector
         self._uri = uri
         self._on_resync = on_resync or (lambda: None)
+        # (what, write): events not yet in the journal, oldest first.
+        self._pending = collections.deque()
+        self._retry = retry.WriteRetry(clock)
+        self._dropped = 0  # past PENDING_LIMIT, since the backlog began
+
+    def pending_writes(self):
+        """Events handled but not yet written (the journal failed)."""
+        return len(self._pending)
 
     def __call__(self, event):
         if isinstance(event, ev.InstanceEvent):
@@ -136,11 +161,53 @@ class FailureMonitor:
             if redefined:
                 self._selector.forget(event.uuid)
             if self._selector.is_monitored(event.uuid, event.name):
-                self._instance_event(event)
+                self._write(event.describe(),
+                            lambda: self._instance_event(event))
             if redefined:  # undefined: forget it for good
                 self._selector.forget(event.uuid)
         elif isinstance(event, ev.HostEvent):
             self._host_event(event)
+
+    def _write(self, what, write):
+        """Run ``write()`` (one journal transaction) behind every write
+        still waiting, so that none overtakes an older one."""
+        what = ' '.join(what.split())  # describe() pads its columns
+        if len(self._pending) >= PENDING_LIMIT:
+            if not self._dropped:
+                LOG.error('%d events wait for the journal: dropping new '
+                          'ones (first: %s); the audit runs once they are '
+                          'written', len(self._pending), what)
+            self._dropped += 1
+            return
+        self._pending.append((what, write))
+        self.retry_pending()
+
+    def retry_pending(self):
+        """Write what waits, oldest first, unless backing off; stops at
+        the first failure.  The dispatcher calls it on every turnover."""
+        if not self._pending or not self._retry.due():
+            return
+        while self._pending:
+            what, write = self._pending[0]
+            try:
+                write()
+            except db.JournalError as error:
+                delay = self._retry.failed()
+                LOG.error('Cannot write %s: %s; %d event(s) kept, next try '
+                          'in %.1fs', what, error, len(self._pending), delay)
+                return
+            except Exception:
+                # Not the journal: trying again would fail again.
+                LOG.exception('Handling %s failed; it is skipped', what)
+            self._pending.popleft()
+        if self._retry.succeeded():
+            LOG.warning('The journal takes writes again: every kept event '
+                        'is written')
+        if self._dropped:
+            LOG.error('%d event(s) were dropped while the journal could not '
+                      'be written: auditing now', self._dropped)
+            self._dropped = 0
+            self._on_resync()
 
     def _instance_event(self, event):
         verdict = self._recheck(event, decisions.from_event(event))
@@ -228,6 +295,9 @@ class FailureMonitor:
             self._on_resync()
 
     def _queue(self, notification):
-        with self._journal.transaction() as tx:
-            self._outbox.add(tx, notification.to_message())
+        def write():
+            with self._journal.transaction() as tx:
+                self._outbox.add(tx, notification.to_message())
+        self._write('%s notification'
+                    % notification.event_type.to_event_type(), write)
 

@@ -13,7 +13,10 @@ another and the eventlet hub never blocks.  Events reach the loop through
 an inbox: the listener only appends and wakes it.  A VM whose ping is
 still out is not pinged again.  Each step handles the inbox, the finished
 calls and what is due, then writes every change of the step (states,
-notifications) in one journal transaction.
+notifications) in one journal transaction.  A transaction that fails
+keeps its changes for the next try (``vmha.journal.retry``); the loop
+wakes at least every ``HEARTBEAT`` seconds, so a stale ``last_step_at``
+means a wedged monitor (health's ``guest_agent`` check).
 
 Counting failures.  A first failure is counted when libvirt answers with
 an error (a ping queued in a busy libvirtd is late, not failed).  Once a
@@ -31,6 +34,8 @@ import logging
 import time
 
 from vmha import concurrency
+from vmha.journal import db
+from vmha.journal import retry
 from vmha.manager import decisions
 from vmha.manager import evidence
 from vmha.manager import failure_monitor
@@ -51,6 +56,7 @@ JUDGE_BOUND = 10  # seconds the counters for a verdict may take
 # Changes that send nothing (a guest became healthy) are committed at most
 # this often; notifications are committed at once.
 WRITE_WINDOW = 0.2
+HEARTBEAT = 1.0  # longest the loop sleeps, idle or not (seconds)
 _ERR_OPERATION_INVALID = 55  # "domain is not running": not the guest's doing
 
 _SUPPRESSING = frozenset({
@@ -148,6 +154,7 @@ class GuestAgentMonitor:
         self._writes = []
         self._urgent = False
         self._last_commit = clock()
+        self._retry = retry.WriteRetry(clock)
         self._origin = clock()
         self._schedule = []  # heap of (when, seq, uuid, job or None)
         self._seq = itertools.count()
@@ -157,7 +164,7 @@ class GuestAgentMonitor:
         self._task = None
         self.max_in_flight = pool.size
         self.pings_total = 0
-        self.last_step_at = None
+        self.last_step_at = clock()
         # callable(seconds) for each answered ping (the metrics histogram)
         self.observe_ping = None
 
@@ -202,6 +209,9 @@ class GuestAgentMonitor:
             self._task = None
         self._pool.close()
         self.flush()
+        if self._writes:
+            LOG.error('Guest-agent monitor stops with %d change(s) not '
+                      'written; pings find them again', len(self._writes))
 
     def _loop(self):
         jobs = []
@@ -217,12 +227,22 @@ class GuestAgentMonitor:
     def _sleep_time(self):
         if self._pool.busy >= self.max_in_flight:
             return 0.05  # a finished call wakes the loop sooner
-        due = [self._next_refresh]
+        now = self._clock()
+        due = [self._next_refresh, now + HEARTBEAT]
         if self._schedule:
             due.append(self._schedule[0][0])
         if self._writes:
-            due.append(self._last_commit + WRITE_WINDOW)
-        return max(0.0, min(due) - self._clock())
+            due.append(self._retry.retry_at or
+                       self._last_commit + WRITE_WINDOW)
+        return max(0.0, min(due) - now)
+
+    def turnover_age(self):
+        """Seconds since the loop last stepped (health, metrics)."""
+        return self._clock() - self.last_step_at
+
+    def pending_writes(self):
+        """Changes kept because the journal refused them (0 otherwise)."""
+        return len(self._writes) if self._retry.failures else 0
 
     def _next_tick(self, now, interval):
         """The next multiple of ``interval`` since the monitor started:
@@ -740,19 +760,35 @@ class GuestAgentMonitor:
         self._writes.append(lambda tx: self._store.save(tx, row))
 
     def _write(self):
-        if self._writes and (self._urgent or self._clock() -
-                             self._last_commit >= WRITE_WINDOW):
+        if self._writes and self._retry.due() and (
+                self._urgent or self._retry.failures or
+                self._clock() - self._last_commit >= WRITE_WINDOW):
             self.flush()
 
     def flush(self):
-        """Commit every change not yet written, in one transaction."""
-        writes, self._writes = self._writes, []
-        self._urgent = False
+        """Commit every change not yet written, in one transaction; if
+        the journal fails, they all stay for the next try."""
+        writes = list(self._writes)
         self._last_commit = self._clock()
-        if writes:
+        if not writes:
+            return
+        try:
             with self._journal.transaction() as tx:
                 for write in writes:
                     write(tx)
+        except db.JournalError as error:
+            LOG.error('Guest-agent monitor cannot write %d change(s) to '
+                      'the journal: %s; kept, next try in %.1fs',
+                      len(writes), error, self._retry.failed())
+            return
+        except Exception:
+            del self._writes[:len(writes)]  # would fail again: not kept
+            raise
+        del self._writes[:len(writes)]
+        self._urgent = False
+        if self._retry.succeeded():
+            LOG.warning('Guest-agent monitor: %d kept change(s) written',
+                        len(writes))
 
     # --- what operators see ------------------------------------------------
 

@@ -105,6 +105,11 @@ class ServiceCollector:
                      'Seconds since the event dispatcher last turned over '
                      '(at least once a second when healthy).',
                      dispatch.turnover_age)
+        if service.guest_monitor is not None:
+            yield _gauge('vmha_guest_agent_turnover_age_seconds',
+                         'Seconds since the guest-agent monitor loop last '
+                         'turned over (at least once a second when '
+                         'healthy).', service.guest_monitor.turnover_age())
         yield _counter('vmha_events_dropped', 'Events dropped because the '
                        'queue was full (an audit follows).', dispatch.dropped)
         yield _gauge('vmha_libvirt_connected', '1 while the libvirt '

@@ -87,9 +87,13 @@ class AgentService:
             driver, reporter.store, overrides.OverrideStore(journal),
             selector, guest_monitor=guests, audit=audit,
             run_blocking=backend.run_blocking)
-        health = health_lib.HealthCheck(driver, audit,
-                                        conf.health.stall_timeout,
-                                        conf.health.disconnected_timeout)
+        health = health_lib.HealthCheck(
+            driver, audit, conf.health.stall_timeout,
+            conf.health.disconnected_timeout, journal=journal,
+            guest_monitor=guests,
+            writers=[monitor] + ([guests] if guests else []))
+        # Events the journal refused are retried on the dispatcher.
+        driver.register_turnover_callback(monitor.retry_pending)
         service = cls(driver, conf.host, sender=sender, listeners=listeners,
                       audit=audit, guest_monitor=guests, reporter=reporter,
                       inventory=inventory, health=health, metrics=metrics)

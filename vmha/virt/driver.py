@@ -42,6 +42,7 @@ class VirtDriver(metaclass=abc.ABCMeta):
 
     def __init__(self):
         self._listeners = []
+        self._turnover_callbacks = []
 
     def register_event_listener(self, callback):
         """Call ``callback(event)`` for every event, in arrival order.
@@ -64,6 +65,21 @@ class VirtDriver(metaclass=abc.ABCMeta):
                 LOG.exception('Event listener %r failed on %s; the other '
                               'listeners still get it',
                               listener, event.describe())
+
+    def register_turnover_callback(self, callback):
+        """Call ``callback()`` on the dispatcher each time it turns over:
+        after every batch of events, and at least once a second when idle
+        (a listener's periodic work, such as retrying what it could not
+        write, without a thread of its own)."""
+        self._turnover_callbacks.append(callback)
+
+    def turned_over(self):
+        """Run the turnover callbacks (the dispatcher calls it)."""
+        for callback in self._turnover_callbacks:
+            try:
+                callback()
+            except Exception:
+                LOG.exception('Turnover callback %r failed', callback)
 
     @abc.abstractmethod
     def init_host(self):

@@ -83,6 +83,7 @@ class LibvirtDriver(driver.VirtDriver):
             keepalive_interval=keepalive_interval,
             keepalive_count=keepalive_count,
             reconnect_min=reconnect_min, reconnect_max=reconnect_max)
+        self.host.handler.on_turnover = self.turned_over
 
     @classmethod
     def from_conf(cls, conf, api=None):

@@ -4,7 +4,10 @@ Producer side (libvirt's native event-loop thread, and the reconnect
 thread): ``enqueue`` appends to a bounded deque and wakes the dispatcher
 through a non-blocking pipe.  No logging, no libvirt calls, no locks: a
 deque's append and popleft are atomic, and the one-byte wakeups collapse
-while the dispatcher has not yet drained them.
+while the dispatcher has not yet drained them.  The bound applies to
+domain events only: a control item (connection lost, the reconnect
+thread's result) is always queued, since dropping one would leave the
+agent deaf, believing itself connected with no reconnect under way.
 
 Consumer side (the dispatcher): ``dispatch_pending`` drains the pipe, then
 the queue, builds typed events, holds STOPPED back for ``stopped_delay``
@@ -33,7 +36,8 @@ LOG = logging.getLogger(__name__)
 # Longest the dispatcher sleeps when idle (seconds).
 HEARTBEAT = 1.0
 
-# What the producer side may put on the queue besides RawEvents.
+# What the producer side may put on the queue besides RawEvents: control
+# items, never dropped.
 _HOST_EVENT_TYPES = (ev.HostEvent,)
 
 
@@ -65,6 +69,8 @@ class EventHandler:
         self.dropped_total = 0
         self.dispatched_total = 0
         self.last_turnover = clock()
+        # callable() at the end of every turnover (the driver's hook).
+        self.on_turnover = None
         self._running = False
 
     @staticmethod
@@ -86,8 +92,10 @@ class EventHandler:
     # --- producer side: any thread, never blocks, never logs ---------------
 
     def enqueue(self, item):
-        """Queue a RawEvent or HostEvent and wake the dispatcher."""
-        if len(self._queue) >= self._queue_size:
+        """Queue a RawEvent or HostEvent and wake the dispatcher; a
+        RawEvent beyond ``queue_size`` is dropped (and counted)."""
+        if len(self._queue) >= self._queue_size and \
+                not isinstance(item, _HOST_EVENT_TYPES):
             self._dropped += 1
         else:
             self._queue.append(item)
@@ -115,6 +123,11 @@ class EventHandler:
                       'asking listeners to resync', self._queue_size, dropped)
             self._emit(ev.ResyncRequiredEvent(dropped))
         self._emit_due(self.clock())
+        if self.on_turnover is not None:
+            try:
+                self.on_turnover()
+            except Exception:
+                LOG.exception('Turnover hook failed; continuing')
 
     def _route(self, item):
         if isinstance(item, _HOST_EVENT_TYPES):
