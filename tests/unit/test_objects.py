@@ -28,6 +28,8 @@ EXPECTED_HASHES = {
     'InstanceFailurePayload': '1.0-4b40dfe609865977deee88db0ba12467',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
+    'InstanceMonitoringNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceMonitoringPayload': '1.0-1fbd713d2913b92dcefca72dc5c96274',
     'NotificationPublisher': '1.0-578ee5fea2922ff32e8917621f140857',
 }
 
@@ -37,7 +39,7 @@ EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': '1.0', 'EventType': '1.0',
                             'NotificationPublisher': '1.0'}
     for name in ('GuestHealth', 'HostConnection', 'InstanceFailure',
-                 'InstanceLifecycle')
+                 'InstanceLifecycle', 'InstanceMonitoring')
 }
 
 
