@@ -19,32 +19,37 @@ from vmha.virt import exception
 LOG = logging.getLogger(__name__)
 
 NAMESPACE = 'http://openstack.org/xmlns/vmha/1.0'
+#: The XML prefix vmha writes its element with.
+PREFIX = 'vmha'
 
 
 _TRUE = ('true', 'yes', '1')
 _FALSE = ('false', 'no', '0')
 
 
-def _parse(xml, name, uuid):
+def parse_monitoring(xml, name='-', uuid='-', quiet=False):
     """The ``monitoring`` element of a metadata text, or None (logged
-    unless there is no text at all)."""
+    unless there is no text at all, or ``quiet``: another reader of the
+    same text warns already)."""
     if not xml:
         return None
     try:
         element = etree.fromstring(xml.encode() if isinstance(xml, str)
                                    else xml)
     except (etree.XMLSyntaxError, ValueError):
-        LOG.warning('%s (%s): vmha metadata does not parse; ignored',
-                    name, uuid)
+        if not quiet:
+                LOG.warning('%s (%s): vmha metadata does not parse; ignored',
+                        name, uuid)
         return None
     qname = etree.QName(element)
     # libvirt hands the element back in the namespace asked for; a
     # test double may leave it out.
     if qname.localname != 'monitoring' or \
             qname.namespace not in (None, NAMESPACE):
-        LOG.warning('%s (%s): vmha metadata element is %r, not '
-                    '<monitoring> in %s; ignored', name, uuid,
-                    element.tag, NAMESPACE)
+        if not quiet:
+                LOG.warning('%s (%s): vmha metadata element is %r, not '
+                        '<monitoring> in %s; ignored', name, uuid,
+                        element.tag, NAMESPACE)
         return None
     return element
 
@@ -56,7 +61,7 @@ def metadata_choice(xml, name='-', uuid='-'):
     tool may have written: anything unusable is logged with the domain
     and ignored, not trusted.
     """
-    element = _parse(xml, name, uuid)
+    element = parse_monitoring(xml, name, uuid)
     if element is None:
         return None
     raw = element.get('enabled')
@@ -109,7 +114,7 @@ def guest_agent_settings(xml, name='-', uuid='-', defaults=None):
     that are valid; each other one is logged with the domain and
     ignored.  ``defaults``: the settings that apply where the element
     sets none (a timeout it sets must stay below the interval)."""
-    element = _parse(xml, name, uuid)
+    element = parse_monitoring(xml, name, uuid)
     if element is None:
         return {}
     settings = {}
@@ -157,6 +162,12 @@ class Selector:
         self._use_metadata = use_metadata
         self._cache = {}
         self.overrides = {}  # uuid -> overrides.Override
+        # callable(uuid, name, metadata XML) for each metadata element
+        # read: an operator choice that came with the domain is adopted
+        # (``overrides.OverrideKeeper``).
+        self.on_metadata_override = None
+        # callable(infos) after every full listing of the host's domains.
+        self.on_listed = None
 
     @classmethod
     def from_conf(cls, conf, driver, run_blocking=None):
@@ -166,24 +177,38 @@ class Selector:
 
     def is_monitored(self, uuid, name):
         override = self.overrides.get(uuid)
-        if override is not None:
-            return override.enabled
-        answer = self._cache.get(uuid)
-        if answer is None:
+        if override is None:
+            answer = self._cache.get(uuid)
+            if answer is not None:
+                return answer
             answer, final = self._decide(uuid, name)
             if final:  # a passing libvirt error is asked again next time
                 self._cache[uuid] = answer
-        return answer
+            override = self.overrides.get(uuid)  # adopted from metadata
+            if override is None:
+                return answer
+        return override.enabled
 
     def decide(self, uuid, name, metadata):
         """Like ``is_monitored``, from the ``monitoring`` element the
         caller already read (no libvirt call); the answer is cached."""
-        choice = (metadata_choice(metadata, name, uuid) if self._use_metadata
-                  else None)
+        choice = None
+        if self._use_metadata:
+            self._metadata_read(uuid, name, metadata)
+            choice = metadata_choice(metadata, name, uuid)
         if choice is None:
             choice = self._by_name(name)
         self._cache[uuid] = choice
         return self.is_monitored(uuid, name)
+
+    def listed(self, infos):
+        """Every domain of the host was just listed (``InstanceInfo``s)."""
+        if self.on_listed is not None:
+            self.on_listed(infos)
+
+    def _metadata_read(self, uuid, name, metadata):
+        if metadata and self.on_metadata_override is not None:
+            self.on_metadata_override(uuid, name, metadata)
 
     def disabled(self, uuid):
         """True if an operator turned this domain's monitoring off."""
@@ -210,9 +235,10 @@ class Selector:
         final = True
         if self._use_metadata:
             try:
-                choice = metadata_choice(self._run_blocking(
-                    self._driver.get_instance_metadata, uuid, NAMESPACE),
-                    name, uuid)
+                metadata = self._run_blocking(
+                    self._driver.get_instance_metadata, uuid, NAMESPACE)
+                self._metadata_read(uuid, name, metadata)
+                choice = metadata_choice(metadata, name, uuid)
             except exception.DomainNotFound:
                 choice = None  # gone: the name rules answer
             except exception.HypervisorError as error:
