@@ -6,6 +6,12 @@ Order of precedence: an operator's choice over the RPC API
 ``[monitoring] use_metadata``), then ``exclude_names``, then
 ``include_names``.  A domain's answer is cached
 until it is redefined (DEFINED/UNDEFINED events call ``forget``).
+
+The metadata is untrusted input (whoever defined the domain wrote it):
+each value vmha cannot use is ignored with one warning naming the
+domain, and per-VM guest-agent settings keep the bounds of the
+``[guest_agent]`` options.  An operator's choice found in the element (a
+domain that migrated here) is handed to ``on_metadata_override``.
 """
 
 import fnmatch
@@ -38,7 +44,7 @@ def parse_monitoring(xml, name='-', uuid='-', quiet=False):
                                    else xml)
     except (etree.XMLSyntaxError, ValueError):
         if not quiet:
-                LOG.warning('%s (%s): vmha metadata does not parse; ignored',
+            LOG.warning('%s (%s): vmha metadata does not parse; ignored',
                         name, uuid)
         return None
     qname = etree.QName(element)
@@ -47,7 +53,7 @@ def parse_monitoring(xml, name='-', uuid='-', quiet=False):
     if qname.localname != 'monitoring' or \
             qname.namespace not in (None, NAMESPACE):
         if not quiet:
-                LOG.warning('%s (%s): vmha metadata element is %r, not '
+            LOG.warning('%s (%s): vmha metadata element is %r, not '
                         '<monitoring> in %s; ignored', name, uuid,
                         element.tag, NAMESPACE)
         return None
