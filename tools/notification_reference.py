@@ -67,6 +67,23 @@ DESCRIPTIONS = {
             'information only: nothing recovers an instance because of '
             'it.'),
     },
+    'instance.monitoring': {
+        'priorities': ('WARN', 'INFO'),
+        'when': (
+            'An operator\'s monitoring choice for one instance changed, '
+            'written in the same journal transaction as the choice. '
+            '`enabled` is the choice now (`true`: monitored, `false`: '
+            'not monitored, `null`: no choice, the metadata and name '
+            'rules decide) and `previous` the one before. `source`: '
+            '`rpc` (`set_monitoring`; `requested_by` holds the user, '
+            'project and request id of the RPC context), `metadata` (the '
+            'choice came with the domain\'s metadata, for example after '
+            'a live migration, and was adopted; `requested_by` is who set '
+            'it at the source), `undefined` (the domain was undefined on '
+            'this host) or `vanished` (the audit found it gone): the '
+            'last two drop the choice. WARN when monitoring is turned '
+            'off, INFO otherwise.'),
+    },
     'guest.health': {
         'priorities': ('INFO', 'WARN', 'ERROR'),
         'when': (

@@ -9,9 +9,12 @@ other processes (``vmha-status --rpc``, operators' scripts) call::
     agent.set_monitoring({}, 'compute-1', 'instance-0000002a', False,
                          reason='maintenance until Friday')
 
-The context is a plain dict (``{}``); nothing in it is used yet.  A
-domain the agent does not have raises ``inventory.InstanceNotFound``
-here, as it does in the agent.
+The context is a plain dict, such as oslo.context's ``to_dict()``: for
+``set_monitoring`` the agent records who asked from its ``user_id``,
+``project_id`` and ``request_id`` (``{}``: anonymous).  A domain the
+agent does not have raises ``inventory.InstanceNotFound`` here, as it
+does in the agent; a change refused by a read-only agent (``[rpc]
+allow_changes`` false) raises ``ChangesRefused``.
 
 The API is versioned as nova's ``compute/rpcapi.py`` is: the server's
 endpoint has a ``Target`` version, each client method asks for the
@@ -57,11 +60,16 @@ class AuditTimeout(Exception):
     wedged, or libvirt unreachable: the agent then skips audits)."""
 
 
+class ChangesRefused(Exception):
+    """The agent's RPC API is read-only (``[rpc] allow_changes`` false)."""
+
+
 # Remote exceptions turned back into local ones (by class name): the
 # agent marks them expected, so oslo.messaging sends them as RemoteError.
 _REMOTE_EXCEPTIONS = {
     'InstanceNotFound': inventory.InstanceNotFound,
     'AuditTimeout': AuditTimeout,
+    'ChangesRefused': ChangesRefused,
 }
 
 
@@ -161,8 +169,10 @@ class AgentAPI:
     def set_monitoring(self, ctxt, host, instance, enabled, reason=None):
         """Monitor the domain (``enabled`` True), stop monitoring it
         (False), or give it back to metadata and name patterns (None).
-        The agent keeps the choice in its journal.  Returns the row;
-        raises ``inventory.InstanceNotFound``."""
+        The agent keeps the choice in its journal and in the domain's
+        metadata, with an ``instance.monitoring`` notification naming who
+        asked (from ``ctxt``).  Returns the row; raises
+        ``inventory.InstanceNotFound``, ``ChangesRefused``."""
         return self._call(ctxt, host, 'set_monitoring', {
             'instance': instance, 'enabled': enabled, 'reason': reason})
 

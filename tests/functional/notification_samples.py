@@ -15,6 +15,7 @@ from vmha.objects import fields
 from vmha.objects import guest_health
 from vmha.objects import host_connection
 from vmha.objects import instance
+from vmha.objects import monitoring
 
 SAMPLE_DIR = pathlib.Path(__file__).parents[2] / 'doc' / 'notification_samples'
 HOST = 'compute-1'
@@ -39,6 +40,10 @@ BUILDERS = {
     'host-connection': lambda: host_connection.host_connection_notification(
         HOST, 'qemu:///system', fields.ConnectionState.LOST, WHEN,
         reason='EOF'),
+    'instance-monitoring': lambda: monitoring.monitoring_notification(
+        HOST, UUID, 'web-1', False, None, 'maintenance until Friday',
+        'user=alice project=ops request_id=req-5c2b1d7e',
+        fields.MonitoringChangeSource.RPC, WHEN),
 }
 
 

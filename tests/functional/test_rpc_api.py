@@ -9,6 +9,7 @@ queue, which must not happen on the eventlet hub the agent runs on.
 """
 
 import functools
+import json
 import logging
 import socket
 import time
@@ -41,7 +42,7 @@ CTXT = {}
 SHUTOFF = 5  # libvirt's VIR_DOMAIN_SHUTOFF
 
 
-def make_conf(host=HOST, **overrides):
+def make_conf(host=HOST, groups=None, **overrides):
     conf = cfg.ConfigOpts()
     vmha.conf.register_opts(conf)
     rpcapi.register_opts(conf)  # [DEFAULT] transport_url
@@ -54,6 +55,9 @@ def make_conf(host=HOST, **overrides):
                       group='monitoring')
     for name, value in overrides.items():
         conf.set_override(name, value)
+    for group, options in (groups or {}).items():
+        for name, value in options.items():
+            conf.set_override(name, value, group=group)
     return conf
 
 
@@ -62,12 +66,13 @@ class Agent:
 
     :param client_transport: the client's (default: the server's own,
         as fake:// needs)
+    :param groups: ``{group: {option: value}}``
     :param conf_options: [DEFAULT] options (default: transport_url
         fake:/)
     """
 
     def __init__(self, journal_path, host=HOST, client_transport=None,
-                 **conf_options):
+                 groups=None, **conf_options):
         conf_options.setdefault('transport_url', 'fake:/')
         self.host = host
         self.journal = db.Journal(str(journal_path))
@@ -77,7 +82,7 @@ class Agent:
         driver = libvirt_driver.LibvirtDriver(
             'test:///default', backend=BACKEND, stopped_delay=0)
         self.service = service.AgentService.from_conf(
-            make_conf(host, **conf_options), driver, self.journal,
+            make_conf(host, groups, **conf_options), driver, self.journal,
             self.outbox, sender)
         [self.rpc] = [surface for surface in self.service.surfaces
                       if isinstance(surface, rpc_api.RpcServer)]
@@ -85,10 +90,19 @@ class Agent:
         self.client = rpcapi.AgentAPI(
             client_transport or self.rpc.transport, timeout=10)
 
-    def call(self, method, *args, **kwargs):
-        """``AgentAPI.<method>(CTXT, host, ...)``, off the eventlet hub."""
+    def call(self, method, *args, ctxt=CTXT, **kwargs):
+        """``AgentAPI.<method>(ctxt, host, ...)``, off the eventlet hub."""
         return RUN_BLOCKING(functools.partial(
-            getattr(self.client, method), CTXT, self.host, *args, **kwargs))
+            getattr(self.client, method), ctxt, self.host, *args, **kwargs))
+
+    def monitoring_notifications(self, uuid):
+        """The payload data of each instance.monitoring about ``uuid``,
+        oldest first (from the outbox: delivered or not)."""
+        rows = self.journal.query(
+            "SELECT payload FROM outbox WHERE event_type = "
+            "'instance.monitoring' ORDER BY seq")
+        payloads = [json.loads(row[0])['vmha_object.data'] for row in rows]
+        return [p for p in payloads if p['uuid'] == uuid]
 
     def events(self, name):
         """The vir_domain_event of each notification about ``name``."""
@@ -326,3 +340,125 @@ def test_agent_starts_and_stops_promptly_while_the_broker_is_down(
         agent.stop()
     assert time.monotonic() - stopping < 5
     assert 'never reached the message bus' in caplog.text
+
+
+# An oslo.context RequestContext.to_dict() holds these (and more).
+OPERATOR = {'user_id': 'alice', 'project_id': 'ops',
+            'request_id': 'req-5c2b1d7e', 'roles': ['admin']}
+
+
+def test_set_monitoring_is_a_notification_naming_who_asked(agents, boot):
+    """Regression (issue 11 item 7): a change of monitoring left nothing
+    but a log line."""
+    agent = agents()
+    domain = boot()
+
+    row = agent.call('set_monitoring', domain.uuid, False,
+                     reason='maintenance until Friday', ctxt=OPERATOR)
+    agent.call('set_monitoring', domain.uuid, None)
+
+    who = 'user=alice project=ops request_id=req-5c2b1d7e'
+    assert row['override']['requested_by'] == who
+    disabled, cleared = agent.monitoring_notifications(domain.uuid)
+    assert disabled == dict(
+        disabled, uuid=domain.uuid, name=domain.name, host=HOST,
+        enabled=False, previous=None, reason='maintenance until Friday',
+        requested_by=who, source='rpc')
+    assert (cleared['enabled'], cleared['previous'],
+            cleared['requested_by']) == (None, False, 'rpc (anonymous)')
+
+
+def test_allow_changes_false_makes_the_rpc_api_read_only(tmp_path, boot):
+    agent = Agent(tmp_path / 'vmha.sqlite',
+                  groups={'rpc': {'allow_changes': False}})
+    try:
+        domain = boot()
+        with pytest.raises(rpcapi.ChangesRefused, match='read-only'):
+            agent.call('set_monitoring', domain.uuid, False,
+                       ctxt=OPERATOR)
+        row = agent.call('get_instance', domain.uuid)
+        assert row['override'] is None
+        assert row['monitoring'] == 'monitored'
+        assert agent.call('get_status')['host'] == HOST
+        assert agent.monitoring_notifications(domain.uuid) == []
+    finally:
+        agent.stop()
+
+
+def define(conn, name, uuid=None):
+    return conn.define_domain(
+        "<domain type='test'><name>%s</name>%s<memory>65536</memory>"
+        "<os><type>hvm</type></os></domain>"
+        % (name, '<uuid>%s</uuid>' % uuid if uuid else ''))
+
+
+def test_an_undefined_domain_defined_again_is_monitored_again(
+        agents, libvirt_conn, wait_for):
+    """Regression (issue 11 item 7): the choice outlived the domain, so
+    a VM defined again with the same UUID was silently unmonitored."""
+    agent = agents()
+    name = 'rpc-again-%s' % uuid_lib.uuid4().hex[:8]
+    domain = define(libvirt_conn, name)
+    domain.start()
+    uuid = domain.uuid
+    agent.call('set_monitoring', uuid, False, reason='retiring')
+
+    domain.destroy()
+    domain.undefine()
+    wait_for(lambda: [n['source'] for n in agent.monitoring_notifications(
+        uuid)] == ['rpc', 'undefined'], what='the choice dropped')
+
+    domain = define(libvirt_conn, name, uuid)  # fresh XML, same UUID
+    try:
+        domain.start()
+        wait_for(lambda: agent.call('get_instance', uuid)['monitoring']
+                 == 'monitored', what='monitored again')
+        assert agent.call('get_instance', uuid)['override'] is None
+        agent = agents()  # and after a restart
+        assert agent.call('get_instance', uuid)['monitoring'] == \
+            'monitored'
+    finally:
+        domain.destroy()
+        domain.undefine()
+
+
+def test_a_choice_made_while_the_agent_was_down_is_dropped_by_the_audit(
+        agents, libvirt_conn, wait_for):
+    agent = agents()
+    domain = define(libvirt_conn, 'rpc-gone-%s' % uuid_lib.uuid4().hex[:8])
+    domain.start()
+    agent.call('set_monitoring', domain.uuid, False)
+    agent.stop()
+    domain.destroy()
+    domain.undefine()
+
+    agent = agents()
+
+    wait_for(lambda: [n['source'] for n in agent.monitoring_notifications(
+        domain.uuid)] == ['rpc', 'vanished'], what='the audit dropping it')
+
+
+def test_the_choice_follows_the_domain_to_another_agent(agents, boot,
+                                                        tmp_path):
+    """The choice is in the domain's metadata: the agent of the host a
+    domain migrates to (here: a second agent, with a journal of its own,
+    on the same test driver) adopts it."""
+    source = agents()
+    domain = boot()
+    source.call('set_monitoring', domain.uuid, False,
+                reason='maintenance until Friday', ctxt=OPERATOR)
+    source.stop()
+
+    destination = Agent(tmp_path / 'destination.sqlite', host='compute-2')
+    try:
+        row = destination.call('get_instance', domain.uuid)
+        assert row['monitoring'] == 'disabled'
+        assert row['override']['reason'] == 'maintenance until Friday'
+        who = 'user=alice project=ops request_id=req-5c2b1d7e'
+        assert row['override']['requested_by'] == who
+        [adopted] = destination.monitoring_notifications(domain.uuid)
+        assert (adopted['source'], adopted['requested_by'],
+                adopted['host'], adopted['enabled']) == (
+            'metadata', who, 'compute-2', False)
+    finally:
+        destination.stop()

@@ -1,6 +1,7 @@
 """Configuration objects are independent of each other."""
 
 from oslo_config import cfg
+import pytest
 
 import vmha.conf
 
@@ -28,3 +29,15 @@ def test_an_override_stays_in_its_own_config():
 
 def test_defaults_validate():
     vmha.conf.validate(make_conf())
+
+
+@pytest.mark.parametrize('option, value', [
+    ('interval', 3601.0), ('timeout', 601.0), ('failure_threshold', 101),
+])
+def test_guest_agent_settings_are_bounded_from_above(option, value):
+    """Regression (issue 11 item 8): a huge interval, timeout or
+    threshold switched hang detection off without a word; the same
+    bounds hold for each domain's metadata."""
+    conf = make_conf()
+    with pytest.raises(ValueError):
+        conf.set_override(option, value, group='guest_agent')

@@ -161,6 +161,52 @@ def test_bad_metadata_values_are_ignored_with_the_defaults_kept(host,
     assert 'ignoring guest-agent setting interval' in caplog.text
 
 
+def test_hostile_metadata_of_one_vm_does_not_stop_the_others(host, caplog):
+    """Regression (issue 11 item 8): ``timeout="1e400"`` raised in the
+    describe handler and dropped the other VMs' answers of the batch:
+    they were never pinged again."""
+    hostile = host.vm('hostile', metadata='<monitoring xmlns="%s">'
+                      '<guest-agent timeout="1e400" interval="inf" '
+                      'failure_threshold="99999999999999999999"/>'
+                      '</monitoring>' % selection.NAMESPACE)
+    others = [host.vm('vm-%d' % index) for index in range(3)]
+    host.run(20)
+    assert [dom.agent_calls for dom in others] == [5, 5, 5]
+    assert hostile.agent_calls == 5  # with the defaults
+    assert 'hostile (%s): ignoring guest-agent setting timeout' \
+        % hostile.UUIDString() in caplog.text
+
+    hang(others[1])
+    hang(hostile)
+    host.run(15, every=5)
+    assert sorted(f[0] for f in host.failures()) == ['hostile', 'vm-1']
+
+
+class _FailingSelector(selection.Selector):
+    """A selector with a bug for one domain."""
+
+    def decide(self, uuid, name, metadata):
+        if name == 'buggy':
+            raise RuntimeError('a bug')
+        return super().decide(uuid, name, metadata)
+
+
+def test_a_handler_failing_for_one_vm_never_stops_the_others(tmp_path,
+                                                             caplog):
+    host = Host(str(tmp_path / 'vmha.sqlite'))
+    try:
+        host.selector.__class__ = _FailingSelector
+        buggy = host.vm('buggy')
+        others = [host.vm('vm-%d' % index) for index in range(2)]
+        host.run(10)
+        assert [dom.agent_calls for dom in others] == [3, 3]
+        assert buggy.agent_calls == 0
+        assert 'buggy (%s): handling its describe call failed' \
+            % buggy.UUIDString() in caplog.text
+    finally:
+        host.close()
+
+
 def test_unparsable_domain_xml_is_logged_with_the_domain_and_skipped(
         host, caplog):
     dom = host.vm('broken')

@@ -28,13 +28,16 @@ EXPECTED_HASHES = {
     'InstanceFailurePayload': '1.1-11c2a23285b30240b19f3934a39bfeb2',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
+    'InstanceMonitoringNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceMonitoringPayload': '1.0-1fbd713d2913b92dcefca72dc5c96274',
     'NotificationPublisher': '1.0-578ee5fea2922ff32e8917621f140857',
 }
 
 # A notification's hash does not see which payload class it holds: pin
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
-                    'InstanceFailure': '1.1', 'InstanceLifecycle': '1.0'}
+                    'InstanceFailure': '1.1', 'InstanceLifecycle': '1.0',
+                    'InstanceMonitoring': '1.0'}
 EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': version, 'EventType': '1.0',
                             'NotificationPublisher': '1.0'}

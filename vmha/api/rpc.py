@@ -35,6 +35,7 @@ import oslo_messaging
 from vmha import concurrency
 from vmha import rpcapi
 from vmha.manager import inventory
+from vmha.manager import overrides
 
 LOG = logging.getLogger(__name__)
 
@@ -52,15 +53,18 @@ class AgentEndpoint:
     :param backend: the ``vmha.concurrency`` backend
     :param run: how to run a call from an executor thread (``_HubCalls``
         without monkey patching under eventlet; default: directly)
+    :param allow_changes: whether ``set_monitoring`` may change anything
+        (``[rpc] allow_changes``)
     """
 
     target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
                                    version='1.0')
 
-    def __init__(self, service, backend, run=None):
+    def __init__(self, service, backend, run=None, allow_changes=True):
         self._service = service
         self._backend = backend
         self._run = run or (lambda function, *args: function(*args))
+        self._allow_changes = allow_changes
 
     def list_instances(self, ctxt):
         return self._run(self._service.inventory.instances)
@@ -74,8 +78,16 @@ class AgentEndpoint:
         return self._run(self._run_audit, timeout)
 
     @oslo_messaging.expected_exceptions(inventory.InstanceNotFound,
-                                        ValueError)
+                                        ValueError, rpcapi.ChangesRefused)
     def set_monitoring(self, ctxt, instance, enabled, reason=None):
+        who = overrides.requested_by(ctxt)
+        if not self._allow_changes:
+            LOG.warning('set_monitoring of %s refused (asked by %s): '
+                        '[rpc] allow_changes is false', instance, who)
+            raise rpcapi.ChangesRefused(
+                'the RPC API of %s is read-only ([rpc] allow_changes is '
+                'false): monitoring of %s not changed'
+                % (self._service.host, instance))
         if enabled not in (True, False, None):
             raise ValueError('enabled must be true, false or null, not %r'
                              % (enabled,))
@@ -83,7 +95,7 @@ class AgentEndpoint:
             raise ValueError('reason must be text or null, not %r'
                              % (reason,))
         return self._run(self._service.inventory.set_monitoring, instance,
-                         enabled, reason)
+                         enabled, reason, who)
 
     def get_status(self, ctxt):
         return self._run(self._service.status)
@@ -122,9 +134,10 @@ class RpcServer:
     :param transport: the RPC transport (``rpcapi.get_transport``)
     :param service: the ``AgentService``
     :param backend: the ``vmha.concurrency`` backend
+    :param allow_changes: ``[rpc] allow_changes``
     """
 
-    def __init__(self, transport, service, backend):
+    def __init__(self, transport, service, backend, allow_changes=True):
         self.transport = transport
         self._service = service
         self._backend = backend
@@ -135,7 +148,7 @@ class RpcServer:
             self._hub_calls = _HubCalls(backend)
         self.endpoint = AgentEndpoint(
             service, backend, self._hub_calls.run if self._hub_calls
-            else None)
+            else None, allow_changes=allow_changes)
         self.target = oslo_messaging.Target(topic=rpcapi.TOPIC,
                                             server=service.host)
         self._server = oslo_messaging.get_rpc_server(
@@ -156,8 +169,11 @@ class RpcServer:
                 location.location is cfg.Locations.opt_default:
             LOG.info('RPC API off: [DEFAULT] transport_url is not set')
             return None
+        if not conf.rpc.allow_changes:
+            LOG.info('RPC API read-only: [rpc] allow_changes is false')
         return cls(rpcapi.get_transport(conf), service,
-                   concurrency.get(conf.concurrency_backend))
+                   concurrency.get(conf.concurrency_backend),
+                   allow_changes=conf.rpc.allow_changes)
 
     @property
     def listening(self):

@@ -9,6 +9,13 @@ guest_agent_group = cfg.OptGroup(
 
 ACTIONS = ('notify', 'reset', 'restart')
 
+# Bounds of the per-VM settings, checked here and in each domain's
+# metadata (``vmha.manager.selection``): above them a guest is, for all
+# practical purposes, never judged, which nobody asks for on purpose.
+INTERVAL_MIN, INTERVAL_MAX = 0.5, 3600.0
+TIMEOUT_MIN, TIMEOUT_MAX = 0.1, 600.0
+FAILURE_THRESHOLD_MIN, FAILURE_THRESHOLD_MAX = 1, 100
+
 guest_agent_opts = [
     cfg.BoolOpt('enabled',
                 default=True,
@@ -20,17 +27,25 @@ answering while libvirt still says "running".
 """),
     cfg.FloatOpt('interval',
                  default=5.0,
-                 min=0.5,
+                 min=INTERVAL_MIN,
+                 max=INTERVAL_MAX,
                  help="""
 Seconds between two pings of one guest.
 
 With the defaults (interval 5, timeout 2, threshold 2) a guest that
 hangs is reported within about 2 x interval + timeout (12 s) plus the
 time to read its counters.
+
+Possible values:
+
+* 0.5 to 3600.  A domain's ``<vmha:guest-agent interval=.../>`` metadata
+  is held to the same bounds; a value outside them is ignored with a
+  warning naming the domain.
 """),
     cfg.FloatOpt('timeout',
                  default=2.0,
-                 min=0.1,
+                 min=TIMEOUT_MIN,
+                 max=TIMEOUT_MAX,
                  help="""
 Seconds a guest has to answer one guest-ping.
 
@@ -38,13 +53,26 @@ libvirt rounds it up to whole seconds.  Once a ping of a guest timed
 out, libvirt answers the next ones for that guest only after about 5 s,
 whatever this says: vmha then counts a failure when the timeout passes
 instead of waiting for libvirt.  Must be less than ``interval``.
+
+Possible values:
+
+* 0.1 to 600, less than ``interval`` (in a domain's metadata too).
+
+Related options:
+
+* ``interval``
 """),
     cfg.IntOpt('failure_threshold',
                default=2,
-               min=1,
+               min=FAILURE_THRESHOLD_MIN,
+               max=FAILURE_THRESHOLD_MAX,
                help="""
 Consecutive failed pings after which the guest is judged (host-side
 evidence, then a failure or a warning notification).
+
+Possible values:
+
+* 1 to 100 (in a domain's metadata too).
 """),
     cfg.FloatOpt('discovery_timeout',
                  default=300.0,

@@ -22,6 +22,27 @@ Related options:
 
 * ``[DEFAULT] transport_url``
 * ``[DEFAULT] host``
+* ``allow_changes``
+"""),
+    cfg.BoolOpt('allow_changes',
+                default=True,
+                help="""
+Let RPC clients change what the agent monitors (``set_monitoring``).
+
+Each change is journaled with an ``instance.monitoring`` notification
+naming who asked (the user, project and request id of the RPC context).
+
+Possible values:
+
+* true (default): ``set_monitoring`` enables or disables the monitoring
+  of one instance.
+* false: the RPC API is read-only; ``set_monitoring`` is refused with
+  ``ChangesRefused`` and changes nothing.  Listing, status and audits
+  still work.
+
+Related options:
+
+* ``enabled``
 """),
 ]
 

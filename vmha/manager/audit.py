@@ -171,6 +171,7 @@ class PowerStateAudit:
             with self._journal.transaction() as tx:
                 for row in chunk:
                     reported += self._vanished(tx, row, started)
+        self._selector.listed(infos)  # operator choices of domains gone
         self.runs += 1
         self.last_run_at = started
         self.last_duration = self._clock() - started

@@ -287,15 +287,28 @@ class GuestAgentMonitor:
 
     def _finish(self, jobs):
         for job in jobs:
-            kind, uuid = job.key
-            if kind == 'list':
-                self._refreshing = False
-                self._next_refresh = self._clock() + self._refresh_interval
-                self._reconcile(job)
-                continue
-            watched = self._watched.get(uuid)
-            if watched is not None:
-                getattr(self, '_on_' + kind)(watched, job)
+            # One job's handler failing (a domain's hostile metadata, a
+            # bug) must not drop the other jobs of the batch: their VMs
+            # would stop being pinged and judged.
+            try:
+                self._finish_one(job)
+            except Exception:
+                kind, uuid = job.key
+                watched = self._watched.get(uuid)
+                LOG.exception('%s (%s): handling its %s call failed; the '
+                              'other guests go on', watched.name if watched
+                              else '-', uuid or '-', kind)
+
+    def _finish_one(self, job):
+        kind, uuid = job.key
+        if kind == 'list':
+            self._refreshing = False
+            self._next_refresh = self._clock() + self._refresh_interval
+            self._reconcile(job)
+            return
+        watched = self._watched.get(uuid)
+        if watched is not None:
+            getattr(self, '_on_' + kind)(watched, job)
 
     def _submit(self, key, function, *args):
         return self._pool.submit(key, function, *args)
@@ -364,8 +377,9 @@ class GuestAgentMonitor:
             return
         description = job.result
         watched.settings = self._defaults._replace(
-            **selection.guest_agent_settings(description.metadata,
-                                             watched.name))
+            **selection.guest_agent_settings(
+                description.metadata, watched.name, watched.uuid,
+                self._defaults))
         monitored = self._selector.decide(watched.uuid, watched.name,
                                           description.metadata)
         watched.pingable = bool(description.agent_channel and monitored

@@ -15,6 +15,7 @@ import logging
 import time
 
 from vmha.manager import failure_monitor
+from vmha.manager import overrides
 from vmha.virt import exception
 from vmha.virt import power_state
 
@@ -35,7 +36,7 @@ def isotime(timestamp):
 class Inventory:
     """:param driver: the virt driver
     :param store: the ``state.StateStore``
-    :param overrides: the ``overrides.OverrideStore``
+    :param overrides: the ``overrides.OverrideKeeper``
     :param selector: the ``selection.Selector`` the monitors ask
     :param guest_monitor: the ``GuestAgentMonitor``, or None
     :param audit: the ``PowerStateAudit`` (run after re-enabling), or None
@@ -58,8 +59,7 @@ class Inventory:
 
     def load(self):
         """Apply the operator choices the journal holds (at start-up)."""
-        for uuid, value in self._overrides.all().items():
-            self._selector.override(uuid, value)
+        self._overrides.load()
 
     def instances(self):
         """One row per domain, by name."""
@@ -90,18 +90,19 @@ class Inventory:
                     return row
         raise InstanceNotFound('no domain %r on this host' % key)
 
-    def set_monitoring(self, key, enabled, reason=None):
+    def set_monitoring(self, key, enabled, reason=None,
+                       requested_by=overrides.LOCAL):
         """Enable (True) or disable (False) monitoring of one domain, or
-        give it back to metadata and name patterns (None).  Returns the
-        domain's row as it is now."""
+        give it back to metadata and name patterns (None), on behalf of
+        ``requested_by``.  Returns the domain's row as it is now."""
         row = self.instance(key)
         uuid = row['uuid']
-        value = self._overrides.set(uuid, enabled, reason, self._wall())
-        self._selector.override(uuid, value)
-        LOG.warning('Monitoring of %s (%s) %s by an operator%s', row['name'],
-                    uuid, {True: 'enabled', False: 'disabled',
-                           None: 'back to metadata and name rules'}[enabled],
-                    ': %s' % reason if reason else '')
+        self._overrides.change(uuid, row['name'], enabled, reason,
+                               requested_by)
+        LOG.warning('Monitoring of %s (%s) %s by %s%s', row['name'], uuid,
+                    {True: 'enabled', False: 'disabled',
+                     None: 'back to metadata and name rules'}[enabled],
+                    requested_by, ': %s' % reason if reason else '')
         if self._guest_monitor is not None:
             self._guest_monitor.reconsider(uuid)
         if enabled is not False and self._audit is not None:
@@ -125,7 +126,8 @@ class Inventory:
             'monitoring': monitoring,
             'override': None if override is None else {
                 'enabled': override.enabled, 'reason': override.reason,
-                'set_at': isotime(override.set_at)},
+                'set_at': isotime(override.set_at),
+                'requested_by': override.requested_by},
             'guest_agent': None, 'last_ping_at': None,
             'last_ping_latency': None, 'guest_agent_error': None,
             'failure_open': bool(known and known.failure_cause),

@@ -6,6 +6,12 @@ Order of precedence: an operator's choice over the RPC API
 ``[monitoring] use_metadata``), then ``exclude_names``, then
 ``include_names``.  A domain's answer is cached
 until it is redefined (DEFINED/UNDEFINED events call ``forget``).
+
+The metadata is untrusted input (whoever defined the domain wrote it):
+each value vmha cannot use is ignored with one warning naming the
+domain, and per-VM guest-agent settings keep the bounds of the
+``[guest_agent]`` options.  An operator's choice found in the element (a
+domain that migrated here) is handed to ``on_metadata_override``.
 """
 
 import fnmatch
@@ -13,67 +19,109 @@ import logging
 
 from lxml import etree
 
+from vmha.conf import guest_agent as guest_agent_opts
 from vmha.virt import exception
 
 LOG = logging.getLogger(__name__)
 
 NAMESPACE = 'http://openstack.org/xmlns/vmha/1.0'
+#: The XML prefix vmha writes its element with.
+PREFIX = 'vmha'
 
 
-def metadata_choice(xml):
+_TRUE = ('true', 'yes', '1')
+_FALSE = ('false', 'no', '0')
+
+
+def parse_monitoring(xml, name='-', uuid='-', quiet=False):
+    """The ``monitoring`` element of a metadata text, or None (logged
+    unless there is no text at all, or ``quiet``: another reader of the
+    same text warns already)."""
+    if not xml:
+        return None
+    try:
+        element = etree.fromstring(xml.encode() if isinstance(xml, str)
+                                   else xml)
+    except (etree.XMLSyntaxError, ValueError):
+        if not quiet:
+            LOG.warning('%s (%s): vmha metadata does not parse; ignored',
+                        name, uuid)
+        return None
+    qname = etree.QName(element)
+    # libvirt hands the element back in the namespace asked for; a
+    # test double may leave it out.
+    if qname.localname != 'monitoring' or \
+            qname.namespace not in (None, NAMESPACE):
+        if not quiet:
+            LOG.warning('%s (%s): vmha metadata element is %r, not '
+                        '<monitoring> in %s; ignored', name, uuid,
+                        element.tag, NAMESPACE)
+        return None
+    return element
+
+
+def metadata_choice(xml, name='-', uuid='-'):
     """True/False from a ``monitoring`` element, None if it says nothing.
 
     The XML comes from the domain definition, which a tenant-facing
-    tool may have written: anything unparsable is ignored, not trusted.
+    tool may have written: anything unusable is logged with the domain
+    and ignored, not trusted.
     """
-    if not xml:
+    element = parse_monitoring(xml, name, uuid)
+    if element is None:
         return None
-    try:
-        element = etree.fromstring(xml.encode() if isinstance(xml, str)
-                                   else xml)
-    except (etree.XMLSyntaxError, ValueError):
-        return None
-    if etree.QName(element).localname != 'monitoring':
-        return None
-    value = (element.get('enabled') or '').strip().lower()
-    if value in ('true', 'yes', '1'):
+    raw = element.get('enabled')
+    value = (raw or '').strip().lower()
+    if value in _TRUE:
         return True
-    if value in ('false', 'no', '0'):
+    if value in _FALSE:
         return False
+    if raw is not None:
+        LOG.warning('%s (%s): ignoring enabled=%r in its vmha metadata '
+                    '(true or false); the name rules decide', name, uuid,
+                    raw)
     return None
 
 
+def _bounded(convert, minimum, maximum):
+    def check(text):
+        value = convert(text)
+        # Comparisons also reject NaN; float('1e400') is inf.
+        if not minimum <= value <= maximum:
+            raise ValueError('not within %s..%s' % (minimum, maximum))
+        return value
+    return check
+
+
+def _choice(table):
+    return lambda text: table[text.lower()]
+
+
 # <vmha:guest-agent .../> inside <vmha:monitoring>: per-VM settings of the
-# guest-agent monitor, each checked like the option of the same name.
+# guest-agent monitor, each held to the bounds of the option of the same
+# name (vmha.conf.guest_agent).
 _SETTINGS = {
-    'enabled': lambda v: {'true': True, 'yes': True, '1': True,
-                          'false': False, 'no': False, '0': False}[v.lower()],
-    'interval': lambda v: _positive(float(v), 0.5),
-    'timeout': lambda v: _positive(float(v), 0.1),
-    'failure_threshold': lambda v: int(_positive(int(v), 1)),
-    'action': lambda v: {'notify': 'notify', 'reset': 'reset',
-                         'restart': 'restart'}[v],
+    'enabled': _choice(dict([(v, True) for v in _TRUE]
+                            + [(v, False) for v in _FALSE])),
+    'interval': _bounded(float, guest_agent_opts.INTERVAL_MIN,
+                         guest_agent_opts.INTERVAL_MAX),
+    'timeout': _bounded(float, guest_agent_opts.TIMEOUT_MIN,
+                        guest_agent_opts.TIMEOUT_MAX),
+    'failure_threshold': _bounded(int,
+                                  guest_agent_opts.FAILURE_THRESHOLD_MIN,
+                                  guest_agent_opts.FAILURE_THRESHOLD_MAX),
+    'action': _choice({a: a for a in guest_agent_opts.ACTIONS}),
 }
 
 
-def _positive(value, minimum):
-    if not value >= minimum:  # also rejects NaN
-        raise ValueError('below %s' % minimum)
-    return value
-
-
-def guest_agent_settings(xml, name='-'):
+def guest_agent_settings(xml, name='-', uuid='-', defaults=None):
     """Per-VM guest-agent settings from a ``monitoring`` element:
     ``{option: value}`` for the attributes of its ``guest-agent`` child
-    that are valid; the rest are logged with the domain and ignored."""
-    if not xml:
-        return {}
-    try:
-        element = etree.fromstring(xml.encode() if isinstance(xml, str)
-                                   else xml)
-    except (etree.XMLSyntaxError, ValueError):
-        LOG.warning('%s: vmha metadata does not parse; config defaults '
-                    'apply', name)
+    that are valid; each other one is logged with the domain and
+    ignored.  ``defaults``: the settings that apply where the element
+    sets none (a timeout it sets must stay below the interval)."""
+    element = parse_monitoring(xml, name, uuid)
+    if element is None:
         return {}
     settings = {}
     for child in element:
@@ -84,14 +132,21 @@ def guest_agent_settings(xml, name='-'):
             key = key.replace('-', '_')
             try:
                 settings[key] = _SETTINGS[key](value.strip())
-            except (KeyError, ValueError):
-                LOG.warning('%s: ignoring guest-agent setting %s=%r in its '
-                            'vmha metadata', name, key, value)
-    if settings.get('timeout', 0) >= settings.get('interval', float('inf')):
-        LOG.warning('%s: guest-agent timeout must be less than interval; '
-                    'ignoring both', name)
-        settings.pop('timeout')
-        settings.pop('interval')
+            except (KeyError, ValueError, OverflowError):
+                LOG.warning('%s (%s): ignoring guest-agent setting %s=%r '
+                            'in its vmha metadata', name, uuid, key, value)
+    # A timeout set here must be below the interval in force; an
+    # interval alone is left to the monitor (a ping still out is not
+    # sent again).
+    timeout = settings.get('timeout')
+    interval = settings.get('interval', getattr(defaults, 'interval', None))
+    if None not in (timeout, interval) and timeout >= interval:
+        for key in ('timeout', 'interval'):
+            if key in settings:
+                LOG.warning('%s (%s): ignoring guest-agent setting %s=%r '
+                            'in its vmha metadata: the timeout (%ss) must '
+                            'be less than the interval (%ss)', name, uuid,
+                            key, settings.pop(key), timeout, interval)
     return settings
 
 
@@ -113,6 +168,12 @@ class Selector:
         self._use_metadata = use_metadata
         self._cache = {}
         self.overrides = {}  # uuid -> overrides.Override
+        # callable(uuid, name, metadata XML) for each metadata element
+        # read: an operator choice that came with the domain is adopted
+        # (``overrides.OverrideKeeper``).
+        self.on_metadata_override = None
+        # callable(infos) after every full listing of the host's domains.
+        self.on_listed = None
 
     @classmethod
     def from_conf(cls, conf, driver, run_blocking=None):
@@ -122,23 +183,38 @@ class Selector:
 
     def is_monitored(self, uuid, name):
         override = self.overrides.get(uuid)
-        if override is not None:
-            return override.enabled
-        answer = self._cache.get(uuid)
-        if answer is None:
+        if override is None:
+            answer = self._cache.get(uuid)
+            if answer is not None:
+                return answer
             answer, final = self._decide(uuid, name)
             if final:  # a passing libvirt error is asked again next time
                 self._cache[uuid] = answer
-        return answer
+            override = self.overrides.get(uuid)  # adopted from metadata
+            if override is None:
+                return answer
+        return override.enabled
 
     def decide(self, uuid, name, metadata):
         """Like ``is_monitored``, from the ``monitoring`` element the
         caller already read (no libvirt call); the answer is cached."""
-        choice = metadata_choice(metadata) if self._use_metadata else None
+        choice = None
+        if self._use_metadata:
+            self._metadata_read(uuid, name, metadata)
+            choice = metadata_choice(metadata, name, uuid)
         if choice is None:
             choice = self._by_name(name)
         self._cache[uuid] = choice
         return self.is_monitored(uuid, name)
+
+    def listed(self, infos):
+        """Every domain of the host was just listed (``InstanceInfo``s)."""
+        if self.on_listed is not None:
+            self.on_listed(infos)
+
+    def _metadata_read(self, uuid, name, metadata):
+        if metadata and self.on_metadata_override is not None:
+            self.on_metadata_override(uuid, name, metadata)
 
     def disabled(self, uuid):
         """True if an operator turned this domain's monitoring off."""
@@ -165,8 +241,10 @@ class Selector:
         final = True
         if self._use_metadata:
             try:
-                choice = metadata_choice(self._run_blocking(
-                    self._driver.get_instance_metadata, uuid, NAMESPACE))
+                metadata = self._run_blocking(
+                    self._driver.get_instance_metadata, uuid, NAMESPACE)
+                self._metadata_read(uuid, name, metadata)
+                choice = metadata_choice(metadata, name, uuid)
             except exception.DomainNotFound:
                 choice = None  # gone: the name rules answer
             except exception.HypervisorError as error:

@@ -83,10 +83,16 @@ class AgentService:
                 conf, driver, journal, reporter, selector, backend)
             guests.observe_ping = metrics.observe_ping
             listeners.append(guests)
-        inventory = inventory_lib.Inventory(
-            driver, reporter.store, overrides.OverrideStore(journal),
-            selector, guest_monitor=guests, audit=audit,
+        # Last: the failure monitor still sees an undefined domain's
+        # choice when it handles the UNDEFINED event.
+        keeper = overrides.OverrideKeeper(
+            driver, overrides.OverrideStore(journal, outbox, conf.host),
+            selector, state_store=reporter.store,
             run_blocking=backend.run_blocking)
+        listeners.append(keeper)
+        inventory = inventory_lib.Inventory(
+            driver, reporter.store, keeper, selector, guest_monitor=guests,
+            audit=audit, run_blocking=backend.run_blocking)
         health = health_lib.HealthCheck(
             driver, audit, conf.health.stall_timeout,
             conf.health.disconnected_timeout, journal=journal,

@@ -88,3 +88,21 @@ class ConnectionState(fields.Enum):
 
 class ConnectionStateField(fields.BaseEnumField):
     AUTO_TYPE = ConnectionState()
+
+
+class MonitoringChangeSource(fields.Enum):
+    """What changed an operator's monitoring choice for a domain."""
+
+    RPC = 'rpc'  # set_monitoring over the RPC API
+    METADATA = 'metadata'  # adopted from the domain's metadata (migrated)
+    UNDEFINED = 'undefined'  # dropped: the domain was undefined here
+    VANISHED = 'vanished'  # dropped: the audit found the domain gone
+
+    ALL = (RPC, METADATA, UNDEFINED, VANISHED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class MonitoringChangeSourceField(fields.BaseEnumField):
+    AUTO_TYPE = MonitoringChangeSource()

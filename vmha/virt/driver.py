@@ -103,6 +103,13 @@ class VirtDriver(metaclass=abc.ABCMeta):
         text, or None.  Raises DomainNotFound."""
 
     @abc.abstractmethod
+    def set_instance_metadata(self, uuid, namespace_uri, key, xml):
+        """Replace the domain's metadata element in ``namespace_uri``
+        (XML namespace prefix ``key``) by the element ``xml``, or remove
+        it (``xml`` None), in the running domain and in its persistent
+        definition.  Raises DomainNotFound, HypervisorError."""
+
+    @abc.abstractmethod
     def guest_agent_command(self, uuid, command, timeout):
         """Send ``command`` (a dict) to the guest agent, return its reply.
 

@@ -32,6 +32,8 @@ _ERR_OPERATION_TIMEOUT = 68
 _ERR_AGENT_UNRESPONSIVE = 86
 _ERR_NO_DOMAIN_METADATA = 80
 _METADATA_ELEMENT = 2  # VIR_DOMAIN_METADATA_ELEMENT
+_AFFECT_LIVE = 1  # VIR_DOMAIN_AFFECT_LIVE
+_AFFECT_CONFIG = 2  # VIR_DOMAIN_AFFECT_CONFIG
 _STATS_STATE = 1  # VIR_DOMAIN_STATS_STATE
 
 # libvirt has one default event loop per process: remember which libvirt
@@ -245,6 +247,21 @@ class Domain:
             if error.get_error_code() == _ERR_NO_DOMAIN_METADATA:
                 return None
             raise _translate(error)
+
+    def set_metadata(self, namespace_uri, key, xml):
+        """Replace the domain's metadata element in ``namespace_uri``
+        (prefix ``key``) by ``xml``, or remove it (``xml`` None).
+
+        Both the running domain and its persistent definition, where it
+        has them: the live XML is what a migration carries, the
+        definition what a restart keeps."""
+        flags = 0
+        if self._call(self._dom.isActive):
+            flags |= _AFFECT_LIVE
+        if self._call(self._dom.isPersistent):
+            flags |= _AFFECT_CONFIG
+        self._call(self._dom.setMetadata, _METADATA_ELEMENT, xml, key,
+                   namespace_uri, flags)
 
     def agent_command(self, command, timeout):
         """Send a guest-agent command (a dict); return the decoded reply.

@@ -136,6 +136,10 @@ class LibvirtDriver(driver.VirtDriver):
         return self.host.get_connection().lookup(uuid).metadata(
             namespace_uri)
 
+    def set_instance_metadata(self, uuid, namespace_uri, key, xml):
+        self.host.get_connection().lookup(uuid).set_metadata(
+            namespace_uri, key, xml)
+
     def get_instance_info(self, uuid):
         return self._info(self.host.get_connection().lookup(uuid))
 
