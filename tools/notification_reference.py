@@ -55,8 +55,12 @@ DESCRIPTIONS = {
             'and the bridge ignores it. `cause` (one of `qemu_died`, '
             '`guest_panic`, `io_error`, `watchdog`, `control_error`, '
             '`guest_hung`, `vanished`) and `evidence` keep the real '
-            'cause. vmha-masakari-bridge forwards these notifications to '
-            'Masakari; in direct mode the agent posts them itself.'),
+            'cause. `episode` names the failure episode a recoverable '
+            'failure opened: a resend carries the same id, a new failure '
+            'of the instance a new one (null for a failure Masakari does '
+            'not act on). vmha-masakari-bridge '
+            'forwards these notifications to Masakari; in direct mode the '
+            'agent posts them itself.'),
     },
     'instance.lifecycle': {
         'priorities': ('INFO',),

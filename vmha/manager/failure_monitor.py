@@ -18,6 +18,7 @@ import collections
 import datetime
 import logging
 import time
+import uuid as uuid_lib
 
 from vmha.manager import decisions
 from vmha.objects import fields
@@ -64,6 +65,7 @@ class Reporter:
 
         :returns: True if a notification was queued
         """
+        episode = None
         if decisions.recoverable(verdict):
             if row is not None and row.failure_cause:
                 LOG.debug('%s (%s): %s already reported as %s', name, uuid,
@@ -72,19 +74,27 @@ class Reporter:
             if row is None:
                 self.store.record(tx, uuid, name, 'pending',
                                   verdict.vir_domain_event, self.clock())
-            self.store.open_failure(tx, uuid, verdict.cause, self.clock())
+            # Every resend of the notification carries this id, a new
+            # failure of the domain a new one: consumers tell them apart.
+            episode = uuid_lib.uuid4().hex
+            self.store.open_failure(tx, uuid, verdict.cause, self.clock(),
+                                    episode)
         self.outbox.add(tx, instance.failure_notification(
             self.host, uuid, name, verdict.event, verdict.vir_domain_event,
-            verdict.cause, utc(when), evidence=verdict.evidence
-        ).to_message())
+            verdict.cause, utc(when), evidence=verdict.evidence,
+            episode=episode).to_message())
         self.store.note_decision(tx, uuid, verdict.cause, self.clock())
         self.decisions_total += 1
         self.decisions_by_cause[verdict.cause] += 1
-        LOG.warning('Failure of %s (%s): %s, reported as %s/%s%s', name,
-                    uuid, verdict.cause, verdict.event,
-                    verdict.vir_domain_event,
-                    '' if decisions.recoverable(verdict)
-                    else ' (for the record: Masakari does not act on it)')
+        if episode is not None:
+            LOG.warning('Failure of %s (%s): %s, reported as %s/%s '
+                        '(episode %s)', name, uuid, verdict.cause,
+                        verdict.event, verdict.vir_domain_event, episode)
+        else:
+            LOG.warning('Failure of %s (%s): %s, reported as %s/%s (for the '
+                        'record: Masakari does not act on it)', name, uuid,
+                        verdict.cause, verdict.event,
+                        verdict.vir_domain_event)
         return True
 
 

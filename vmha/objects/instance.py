@@ -44,10 +44,15 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     acts on (e.g. 'LIFECYCLE' / 'STOPPED_FAILED'); ``cause`` and
     ``evidence`` keep the true story (a guest panic is reported to
     Masakari as a failed stop, since that is what it recovers).
+
+    ``episode`` names the failure episode a recoverable failure opened
+    (None for one Masakari does not act on): a resend of the notification
+    carries the same id, a new failure of the same instance a new one.
     """
 
     # Version 1.0: Initial version
-    VERSION = '1.0'
+    # Version 1.1: episode
+    VERSION = '1.1'
 
     fields = {
         'uuid': fields.UUIDField(),
@@ -58,6 +63,7 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
         'cause': fields.FailureCauseField(),
         'evidence': fields.StringField(nullable=True),
         'detected_at': fields.DateTimeField(),
+        'episode': fields.StringField(nullable=True),
     }
 
 
@@ -72,7 +78,7 @@ class InstanceFailureNotification(notification.NotificationBase):
 
 
 def failure_notification(host, uuid, name, event, vir_domain_event, cause,
-                         detected_at, evidence=None):
+                         detected_at, evidence=None, episode=None):
     """An ``instance.failure`` notification at ERROR priority."""
     return InstanceFailureNotification(
         priority=fields.NotificationPriority.ERROR,
@@ -81,7 +87,7 @@ def failure_notification(host, uuid, name, event, vir_domain_event, cause,
         payload=InstanceFailurePayload(
             uuid=uuid, name=name, host=host, event=event,
             vir_domain_event=vir_domain_event, cause=cause,
-            evidence=evidence, detected_at=detected_at))
+            evidence=evidence, detected_at=detected_at, episode=episode))
 
 
 def lifecycle_notification(host, uuid, name, power_state, transition, event,
