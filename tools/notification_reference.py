@@ -58,7 +58,12 @@ DESCRIPTIONS = {
             'cause. `episode` names the failure episode a recoverable '
             'failure opened: a resend carries the same id, a new failure '
             'of the instance a new one (null for a failure Masakari does '
-            'not act on). vmha-masakari-bridge '
+            'not act on). Those others are rate-limited: repeats of one '
+            'instance and cause within `[notifications] repeat_window`, '
+            'and any beyond `[notifications] '
+            'max_error_notifications_per_minute` a minute, are not sent; '
+            '`suppressed` counts the ones of this instance and cause left '
+            'unsent since the previous one sent. vmha-masakari-bridge '
             'forwards these notifications to Masakari; in direct mode the '
             'agent posts them itself.'),
     },

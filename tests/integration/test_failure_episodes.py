@@ -34,6 +34,7 @@ from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
 from vmha.manager import decisions
 from vmha.manager import failure_monitor
+from vmha.manager import rate_limit
 from vmha.manager import state
 from vmha.notify.sinks import masakari as masakari_sink
 
@@ -70,8 +71,9 @@ class Agent:
         self.journal = db.Journal(str(path))
         self.outbox = outbox_lib.Outbox(self.journal)
         self.store = state.StateStore(self.journal)
-        self.reporter = failure_monitor.Reporter(self.outbox, self.store,
-                                                 HOST)
+        self.reporter = failure_monitor.Reporter(
+            self.outbox, self.store, HOST,
+            limiter=rate_limit.NotificationLimiter.from_conf(conf))
         self.sink = masakari_sink.MasakariSink(conf)
         self.sender = sender_lib.OutboxSender(self.outbox, self.sink,
                                               backend)

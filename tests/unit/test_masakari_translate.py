@@ -133,7 +133,7 @@ def _drop_field(name):
     (_broken(_set('vmha_object.data', ['uuid'])),
      'payload has no vmha_object.data dict (got list)'),
     (_broken(_drop_field('host')),
-     'InstanceFailurePayload 1.1 is missing field(s): host'),
+     'InstanceFailurePayload 1.2 is missing field(s): host'),
     (_broken(lambda p: (p['vmha_object.data'].pop('uuid'),
                         p['vmha_object.data'].pop('detected_at'))),
      'is missing field(s): uuid, detected_at'),
@@ -204,5 +204,6 @@ def test_a_1_0_payload_from_before_episodes_translates_as_before():
     old = copy.deepcopy(payload)
     old['vmha_object.version'] = '1.0'
     del old['vmha_object.data']['episode']
+    del old['vmha_object.data']['suppressed']
 
     assert translate.to_masakari(old) == translate.to_masakari(payload)

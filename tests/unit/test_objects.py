@@ -25,7 +25,7 @@ EXPECTED_HASHES = {
     'HostConnectionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'HostConnectionPayload': '1.0-5cd5379569033ed8cc7bdcfaa85c17ce',
     'InstanceFailureNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
-    'InstanceFailurePayload': '1.1-6eb0d044e7cf4ef64b9ce3bfe373913c',
+    'InstanceFailurePayload': '1.2-2163fd37c8d041df4dded9120793474e',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
     'NotificationPublisher': '1.0-578ee5fea2922ff32e8917621f140857',
@@ -34,7 +34,7 @@ EXPECTED_HASHES = {
 # A notification's hash does not see which payload class it holds: pin
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
-                    'InstanceFailure': '1.1', 'InstanceLifecycle': '1.0'}
+                    'InstanceFailure': '1.2', 'InstanceLifecycle': '1.0'}
 EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': version, 'EventType': '1.0',
                             'NotificationPublisher': '1.0'}

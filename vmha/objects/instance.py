@@ -48,11 +48,14 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     ``episode`` names the failure episode a recoverable failure opened
     (None for one Masakari does not act on): a resend of the notification
     carries the same id, a new failure of the same instance a new one.
+    ``suppressed`` counts the repeats of this instance's (non-recoverable)
+    cause left unsent since the last one sent.
     """
 
     # Version 1.0: Initial version
     # Version 1.1: episode
-    VERSION = '1.1'
+    # Version 1.2: suppressed
+    VERSION = '1.2'
 
     fields = {
         'uuid': fields.UUIDField(),
@@ -64,6 +67,7 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
         'evidence': fields.StringField(nullable=True),
         'detected_at': fields.DateTimeField(),
         'episode': fields.StringField(nullable=True),
+        'suppressed': fields.IntegerField(),
     }
 
 
@@ -78,7 +82,8 @@ class InstanceFailureNotification(notification.NotificationBase):
 
 
 def failure_notification(host, uuid, name, event, vir_domain_event, cause,
-                         detected_at, evidence=None, episode=None):
+                         detected_at, evidence=None, episode=None,
+                         suppressed=0):
     """An ``instance.failure`` notification at ERROR priority."""
     return InstanceFailureNotification(
         priority=fields.NotificationPriority.ERROR,
@@ -87,7 +92,8 @@ def failure_notification(host, uuid, name, event, vir_domain_event, cause,
         payload=InstanceFailurePayload(
             uuid=uuid, name=name, host=host, event=event,
             vir_domain_event=vir_domain_event, cause=cause,
-            evidence=evidence, detected_at=detected_at, episode=episode))
+            evidence=evidence, detected_at=detected_at, episode=episode,
+            suppressed=suppressed))
 
 
 def lifecycle_notification(host, uuid, name, power_state, transition, event,
