@@ -55,8 +55,17 @@ DESCRIPTIONS = {
             'and the bridge ignores it. `cause` (one of `qemu_died`, '
             '`guest_panic`, `io_error`, `watchdog`, `control_error`, '
             '`guest_hung`, `vanished`) and `evidence` keep the real '
-            'cause. vmha-masakari-bridge forwards these notifications to '
-            'Masakari; in direct mode the agent posts them itself.'),
+            'cause. `episode` names the failure episode a recoverable '
+            'failure opened: a resend carries the same id, a new failure '
+            'of the instance a new one (null for a failure Masakari does '
+            'not act on). Those others are rate-limited: repeats of one '
+            'instance and cause within `[notifications] repeat_window`, '
+            'and any beyond `[notifications] '
+            'max_error_notifications_per_minute` a minute, are not sent; '
+            '`suppressed` counts the ones of this instance and cause left '
+            'unsent since the previous one sent. vmha-masakari-bridge '
+            'forwards these notifications to Masakari; in direct mode the '
+            'agent posts them itself.'),
     },
     'instance.lifecycle': {
         'priorities': ('INFO',),

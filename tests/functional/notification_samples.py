@@ -29,7 +29,8 @@ BUILDERS = {
         HOST, UUID, 'web-1', 'LIFECYCLE', 'STOPPED_FAILED',
         fields.FailureCause.QEMU_DIED, WHEN,
         evidence='libvirt: LIFECYCLE STOPPED_FAILED; domain now '
-                 'SHUTOFF_FAILED'),
+                 'SHUTOFF_FAILED',
+        episode='4c1e7d2a9b3f4e6d8a0b1c2d3e4f5a6b'),
     'instance-lifecycle': lambda: instance.lifecycle_notification(
         HOST, UUID, 'web-1', 'shutdown', 'STOPPED', 'LIFECYCLE',
         'STOPPED_DESTROYED', WHEN),

@@ -3,7 +3,8 @@
 Each case pins an answer of the real masakari-api that the Masakari bridge
 depends on: 202 and one stored row for a failure, 409 for a duplicate or a
 host in maintenance, 400 for an unknown host or a payload key Masakari does
-not know.  The outage cases show what a broker or API restart looks like.
+not know (an episode id included).  The outage cases show what a broker or
+API restart looks like.
 """
 
 import datetime
@@ -106,16 +107,24 @@ def test_host_in_maintenance_is_rejected(masakari):
     assert rows_for(masakari, payload) == []
 
 
-def test_unknown_payload_key_is_rejected(masakari, host):
+@pytest.mark.parametrize('key,value', [
+    ('cause', 'CRASHED_PANICKED'),
+    # An episode id (issue 11 item 4) would make every failure 400:
+    # the generic payload schema's patternProperties allow it, but the
+    # VM schema checked after it does not.
+    ('vmha_episode', '4c1e7d2a9b3f4e6d8a0b1c2d3e4f5a6b'),
+])
+def test_unknown_payload_key_is_rejected(masakari, host, key, value):
     # The VM payload schema allows exactly event, instance_uuid and
-    # vir_domain_event: vmha must keep the true cause out of it.
-    payload = dict(failure_payload(), cause='CRASHED_PANICKED')
+    # vir_domain_event: vmha must keep the true cause and its failure
+    # episode out of it.
+    payload = dict(failure_payload(), **{key: value})
 
     status, body = masakari.post_notification(host, payload)
 
     assert (status, body) == (400, {'badRequest': {
         'code': 400, 'message': "Additional properties are not allowed "
-        "('cause' was unexpected)"}})
+        "(%r was unexpected)" % key}})
     assert rows_for(masakari, payload) == []
 
 

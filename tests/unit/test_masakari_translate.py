@@ -12,14 +12,15 @@ UUID = '3f2c8a9e-7b61-4d0a-9a57-2b1f0c6d8e41'
 
 
 def failure_payload(event='LIFECYCLE', vir_domain_event='STOPPED_FAILED',
-                    cause='qemu_died', detected_at=None, evidence=None):
+                    cause='qemu_died', detected_at=None, evidence=None,
+                    episode=None):
     """A payload as the agent serializes it, from the real objects."""
     detected_at = detected_at or datetime.datetime(
         2026, 3, 1, 10, 20, 30, tzinfo=datetime.UTC)
     notification = instance_objects.failure_notification(
         host='compute-1', uuid=UUID, name='web-1', event=event,
         vir_domain_event=vir_domain_event, cause=cause,
-        detected_at=detected_at, evidence=evidence)
+        detected_at=detected_at, evidence=evidence, episode=episode)
     return notification.to_message().payload
 
 
@@ -132,7 +133,7 @@ def _drop_field(name):
     (_broken(_set('vmha_object.data', ['uuid'])),
      'payload has no vmha_object.data dict (got list)'),
     (_broken(_drop_field('host')),
-     'InstanceFailurePayload 1.1 is missing field(s): host'),
+     'InstanceFailurePayload 1.2 is missing field(s): host'),
     (_broken(lambda p: (p['vmha_object.data'].pop('uuid'),
                         p['vmha_object.data'].pop('detected_at'))),
      'is missing field(s): uuid, detected_at'),
@@ -172,3 +173,37 @@ def test_translation_does_not_change_the_payload():
     translate.to_masakari(payload)
 
     assert payload == before
+
+
+def test_two_episodes_differ_in_generated_time_and_a_resend_does_not():
+    # Masakari 22's VM payload takes no episode key (400: "Additional
+    # properties are not allowed"), so the episode stays out of it; each
+    # episode's own detection time tells Masakari a new one.
+    first_at = datetime.datetime(2026, 3, 1, 10, 20, 30, tzinfo=datetime.UTC)
+    first = failure_payload(detected_at=first_at, episode='a' * 32)
+    second = failure_payload(
+        detected_at=first_at + datetime.timedelta(seconds=20),
+        episode='b' * 32)
+
+    first_body = translate.to_masakari(first)
+    second_body = translate.to_masakari(second)
+
+    assert first_body['notification']['payload'] == (
+        second_body['notification']['payload']) == {
+        'event': 'LIFECYCLE', 'instance_uuid': UUID,
+        'vir_domain_event': 'STOPPED_FAILED'}
+    assert first_body['notification']['generated_time'] == (
+        '2026-03-01T10:20:30+00:00')
+    assert second_body['notification']['generated_time'] == (
+        '2026-03-01T10:20:50+00:00')
+    assert translate.to_masakari(copy.deepcopy(first)) == first_body
+
+
+def test_a_1_0_payload_from_before_episodes_translates_as_before():
+    payload = failure_payload(episode='a' * 32)
+    old = copy.deepcopy(payload)
+    old['vmha_object.version'] = '1.0'
+    del old['vmha_object.data']['episode']
+    del old['vmha_object.data']['suppressed']
+
+    assert translate.to_masakari(old) == translate.to_masakari(payload)

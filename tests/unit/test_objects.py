@@ -25,7 +25,7 @@ EXPECTED_HASHES = {
     'HostConnectionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'HostConnectionPayload': '1.0-5cd5379569033ed8cc7bdcfaa85c17ce',
     'InstanceFailureNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
-    'InstanceFailurePayload': '1.1-11c2a23285b30240b19f3934a39bfeb2',
+    'InstanceFailurePayload': '1.2-c9c9127c403fe645bac33c6109bf768e',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
     'InstanceMonitoringNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
@@ -36,7 +36,7 @@ EXPECTED_HASHES = {
 # A notification's hash does not see which payload class it holds: pin
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
-                    'InstanceFailure': '1.1', 'InstanceLifecycle': '1.0',
+                    'InstanceFailure': '1.2', 'InstanceLifecycle': '1.0',
                     'InstanceMonitoring': '1.0'}
 EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': version, 'EventType': '1.0',

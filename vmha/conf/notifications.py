@@ -65,6 +65,52 @@ Possible values:
 * 0: try once.
 * A positive number of retries.
 """),
+    cfg.IntOpt('repeat_window',
+               default=300,
+               min=0,
+               help="""
+Seconds during which repeats of a failure Masakari does not act on are
+counted instead of sent, per domain and cause.
+
+Failures that open no episode (a watchdog whose action is none, reset,
+debug or inject-nmi; a control error) can repeat without end: a watchdog
+firing every second would send 86,400 ``instance.failure`` notifications
+a day.  The first one is sent; its repeats within this window are counted
+in memory (no journal write) and the next one sent for that domain and
+cause carries the count in its ``suppressed`` field.  Failures Masakari
+recovers are never held back.
+
+Possible values:
+
+* 0: send every one.
+* A positive number of seconds.
+
+Related options:
+
+* ``[notifications] max_error_notifications_per_minute``
+"""),
+    cfg.IntOpt('max_error_notifications_per_minute',
+               default=60,
+               min=0,
+               help="""
+Most failure notifications Masakari does not act on that this host sends
+in a minute.
+
+Beyond it they are dropped and counted (in the next notification of the
+same domain and cause, and in ``vmha_notifications_suppressed_total`` with
+``reason="host_cap"``); one warning says when the cap starts biting, once
+a minute at most.  Failures Masakari recovers are never dropped nor
+counted here.
+
+Possible values:
+
+* 0: no cap.
+* A positive number of notifications.
+
+Related options:
+
+* ``[notifications] repeat_window``
+"""),
 ]
 
 

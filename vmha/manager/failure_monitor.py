@@ -29,6 +29,7 @@ import collections
 import datetime
 import logging
 import time
+import uuid as uuid_lib
 
 from vmha.journal import db
 from vmha.journal import retry
@@ -82,21 +83,29 @@ def utc(timestamp):
 
 class Reporter:
     """Writes failure decisions and state into one journal transaction;
-    shared by the event path and the audit."""
+    shared by the event path and the audit.
 
-    def __init__(self, outbox, store, host, clock=time.time):
+    :param limiter: a ``rate_limit.NotificationLimiter`` for failures
+        Masakari does not act on; None sends every one
+    """
+
+    def __init__(self, outbox, store, host, clock=time.time, limiter=None):
         self.outbox = outbox
         self.store = store
         self.host = host
         self.clock = clock
+        self.limiter = limiter
         self.decisions_total = 0
         self.decisions_by_cause = collections.Counter()
 
     def report(self, tx, row, uuid, name, verdict, when):
-        """Queue the failure unless its episode is already open.
+        """Queue the failure unless its episode is already open, or it is
+        a repeat the limiter holds back.
 
         :returns: True if a notification was queued
         """
+        episode = None
+        suppressed = 0
         if decisions.recoverable(verdict):
             if row is not None and row.failure_cause:
                 LOG.debug('%s (%s): %s already reported as %s', name, uuid,
@@ -105,19 +114,38 @@ class Reporter:
             if row is None:
                 self.store.record(tx, uuid, name, 'pending',
                                   verdict.vir_domain_event, self.clock())
-            self.store.open_failure(tx, uuid, verdict.cause, self.clock())
+            # Every resend of the notification carries this id, a new
+            # failure of the domain a new one: consumers tell them apart.
+            episode = uuid_lib.uuid4().hex
+            self.store.open_failure(tx, uuid, verdict.cause, self.clock(),
+                                    episode)
+        elif self.limiter is not None:
+            admission = self.limiter.admit(uuid, verdict.cause)
+            if not admission.send:
+                # Counted in memory only: no journal write for a repeat.
+                LOG.debug('%s (%s): %s again, not sent (%d since the last '
+                          'one sent)', name, uuid, verdict.cause,
+                          admission.suppressed)
+                return False
+            suppressed = admission.suppressed
         self.outbox.add(tx, instance.failure_notification(
             self.host, uuid, name, verdict.event, verdict.vir_domain_event,
-            verdict.cause, utc(when), evidence=verdict.evidence
-        ).to_message())
+            verdict.cause, utc(when), evidence=verdict.evidence,
+            episode=episode, suppressed=suppressed).to_message())
         self.store.note_decision(tx, uuid, verdict.cause, self.clock())
         self.decisions_total += 1
         self.decisions_by_cause[verdict.cause] += 1
-        LOG.warning('Failure of %s (%s): %s, reported as %s/%s%s', name,
-                    uuid, verdict.cause, verdict.event,
-                    verdict.vir_domain_event,
-                    '' if decisions.recoverable(verdict)
-                    else ' (for the record: Masakari does not act on it)')
+        if episode is not None:
+            LOG.warning('Failure of %s (%s): %s, reported as %s/%s '
+                        '(episode %s)', name, uuid, verdict.cause,
+                        verdict.event, verdict.vir_domain_event, episode)
+        else:
+            LOG.warning('Failure of %s (%s): %s, reported as %s/%s (for the '
+                        'record: Masakari does not act on it%s)', name, uuid,
+                        verdict.cause, verdict.event,
+                        verdict.vir_domain_event,
+                        '; %d repeat(s) not sent since the last one'
+                        % suppressed if suppressed else '')
         return True
 
 

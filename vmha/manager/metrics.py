@@ -6,9 +6,10 @@ Two kinds:
   (``listener``, registered on the driver first), guest-agent ping
   latency (``observe_ping``, given to the guest-agent monitor);
 * read when scraped (``ServiceCollector``): what the components already
-  count or hold (queue depth, reconnects, decisions, the outbox, the
-  sender's totals, instances by monitoring and guest-agent state), so no
-  component carries a metrics dependency and nothing drifts.
+  count or hold (queue depth, reconnects, decisions and the ones held
+  back, the outbox, the sender's totals, instances by monitoring and
+  guest-agent state), so no component carries a metrics dependency and
+  nothing drifts.
 
 Each agent has a registry of its own (no process-global state: tests and
 the demo run several agents in one process).
@@ -132,6 +133,16 @@ class ServiceCollector:
             for cause, count in sorted(reporter.decisions_by_cause.items()):
                 family.add_metric([cause], count)
         yield family
+        limiter = reporter.limiter if reporter is not None else None
+        if limiter is not None:
+            family = core.CounterMetricFamily(
+                'vmha_notifications_suppressed', 'Failure notifications '
+                'Masakari does not act on that were not sent, by reason: '
+                'repeat (of a domain and cause within [notifications] '
+                'repeat_window) or host_cap.', labels=['reason'])
+            for reason, count in sorted(limiter.suppressed_total.items()):
+                family.add_metric([reason], count)
+            yield family
 
     def _delivery(self):
         sender = self._service.sender

@@ -24,6 +24,7 @@ from vmha.manager import health as health_lib
 from vmha.manager import inventory as inventory_lib
 from vmha.manager import metrics as metrics_lib
 from vmha.manager import overrides
+from vmha.manager import rate_limit
 from vmha.manager import selection
 from vmha.manager import state
 
@@ -63,7 +64,8 @@ class AgentService:
     def from_conf(cls, conf, driver, journal, outbox, sender):
         """The service with its monitors wired as ``conf`` says."""
         reporter = failure_monitor.Reporter(
-            outbox, state.StateStore(journal), conf.host)
+            outbox, state.StateStore(journal), conf.host,
+            limiter=rate_limit.NotificationLimiter.from_conf(conf))
         backend = concurrency.get(conf.concurrency_backend)
         selector = selection.Selector.from_conf(conf, driver,
                                                 backend.run_blocking)

@@ -10,6 +10,8 @@ A failure *episode* opens when a recoverable failure is reported and
 closes when the domain is seen running again; while it is open, the same
 domain is not reported again (a panic gives CRASHED then STOPPED_CRASHED;
 an I/O error gives three events; the audit sees the result once more).
+Each episode has an id of its own (``failure_episode``), so that two
+failures of one domain are never mistaken for a resend of one.
 Every method except ``all`` takes the caller's journal transaction, so
 the state change and the notification it causes commit together.
 """
@@ -64,10 +66,10 @@ class StateStore:
             (uuid, name, power_state, state_reason, when,
              int(bool(incoming_migration)), incoming_migration))
 
-    def open_failure(self, tx, uuid, cause, when):
+    def open_failure(self, tx, uuid, cause, when, episode):
         tx.execute('UPDATE domain_state SET failure_cause = ?, '
-                   'failure_reported_at = ? WHERE uuid = ?',
-                   (cause, when, uuid))
+                   'failure_reported_at = ?, failure_episode = ? '
+                   'WHERE uuid = ?', (cause, when, episode, uuid))
 
     def note_decision(self, tx, uuid, cause, when):
         """Remember the last failure reported, for status (it stays once
@@ -77,7 +79,8 @@ class StateStore:
 
     def close_failure(self, tx, uuid):
         tx.execute('UPDATE domain_state SET failure_cause = NULL, '
-                   'failure_reported_at = NULL WHERE uuid = ?', (uuid,))
+                   'failure_reported_at = NULL, failure_episode = NULL '
+                   'WHERE uuid = ?', (uuid,))
 
     def forget(self, tx, uuid):
         tx.execute('DELETE FROM domain_state WHERE uuid = ?', (uuid,))

@@ -22,6 +22,14 @@ NOT_RECOVERABLE = 'not-recoverable'  # Masakari would ignore it: not sent
 ACCEPTED = 'accepted'                # Masakari took it (2xx)
 REJECTED = 'rejected'                # Masakari refused it for good (400/409)
 
+# Masakari's payload for a VM is the same for every failure of one
+# instance: its duplicate check cannot tell a resend of this episode from
+# a new episode (README: Delivering failures to Masakari).
+_DUPLICATE_HINT = (
+    ' (a resend of this episode, or a new failure of the instance within '
+    "Masakari's duplicate_notification_detection_interval of an earlier "
+    'one, which Masakari will not recover)')
+
 
 def forward(client, message_id, event_type, payload):
     """Send one notification to Masakari if it is a failure it recovers.
@@ -58,14 +66,23 @@ def forward(client, message_id, event_type, payload):
                   '(notification %s); it will be sent again: %s',
                   data['uuid'], data['host'], message_id, error)
         raise
+    episode = data.get('episode')
     if result.accepted:
         LOG.info('Masakari accepted the failure of instance %s on %s '
-                 '(%s/%s, cause %s; notification %s, Masakari '
+                 '(%s/%s, cause %s, episode %s; notification %s, Masakari '
                  'notification %s)', data['uuid'], data['host'],
                  data['event'], data['vir_domain_event'], data.get('cause'),
-                 message_id, result.notification_uuid)
+                 episode, message_id, result.notification_uuid)
         return ACCEPTED
     LOG.warning('Masakari rejected the failure of instance %s on %s for '
-                'good (notification %s): HTTP %d: %s', data['uuid'],
-                data['host'], message_id, result.status, result.reason)
+                'good (episode %s, notification %s): HTTP %d: %s%s',
+                data['uuid'], data['host'], episode, message_id,
+                result.status, result.reason,
+                _DUPLICATE_HINT if _is_duplicate(result) else '')
     return REJECTED
+
+
+def _is_duplicate(result):
+    # Masakari 22: "Notification received from host H of type VM is
+    # duplicate." (409, as is a host under maintenance)
+    return result.status == 409 and 'duplicate' in (result.reason or '')

@@ -10,6 +10,17 @@ Validation is strict: a payload that is not a vmha ``InstanceFailurePayload``
 1.x with the fields Masakari needs raises ``MalformedNotification`` with a
 reason a person can act on.  Newer minor versions (1.1, ...) are accepted:
 they only add fields.
+
+The failure episode (``episode``, payload 1.1) stays out of Masakari's
+body.  masakari-api 22 checks a VM payload twice: the generic schema
+allows extra string keys, but the VM schema after it allows exactly
+``event``, ``instance_uuid`` and ``vir_domain_event`` and answers 400
+("Additional properties are not allowed") to anything more, so an episode
+key would lose every failure.  Nor can those three differ between two
+failures of one instance: the engine acts only on the exact pairs in
+``RECOVERABLE``.  What tells Masakari a resend from a new failure is
+``generated_time``: every resend of an episode carries the episode's own
+detection time (see ``_normalize_time``), a new episode a later one.
 """
 
 import datetime
@@ -143,7 +154,9 @@ def _normalize_time(value):
     """ISO 8601 with an explicit offset → the same instant in UTC.
 
     The same failure always gives the same string, so that Masakari's own
-    duplicate check (same payload within 180 s) sees a resend as one.
+    duplicate check (same payload, ``generated_time`` at most
+    ``duplicate_notification_detection_interval`` before the new one's)
+    sees a resend as one with any interval, 0 included.
     """
     try:
         when = datetime.datetime.fromisoformat(value)

@@ -44,11 +44,18 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     acts on (e.g. 'LIFECYCLE' / 'STOPPED_FAILED'); ``cause`` and
     ``evidence`` keep the true story (a guest panic is reported to
     Masakari as a failed stop, since that is what it recovers).
+
+    ``episode`` names the failure episode a recoverable failure opened
+    (None for one Masakari does not act on): a resend of the notification
+    carries the same id, a new failure of the same instance a new one.
+    ``suppressed`` counts the repeats of this instance's (non-recoverable)
+    cause left unsent since the last one sent.
     """
 
     # Version 1.0: Initial version
-    # Version 1.1: cause 'crashed' (crashed, cause unknown)
-    VERSION = '1.1'
+    # Version 1.1: episode; cause 'crashed' (crashed, cause unknown)
+    # Version 1.2: suppressed
+    VERSION = '1.2'
 
     fields = {
         'uuid': fields.UUIDField(),
@@ -59,6 +66,8 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
         'cause': fields.FailureCauseField(),
         'evidence': fields.StringField(nullable=True),
         'detected_at': fields.DateTimeField(),
+        'episode': fields.StringField(nullable=True),
+        'suppressed': fields.IntegerField(),
     }
 
 
@@ -73,7 +82,8 @@ class InstanceFailureNotification(notification.NotificationBase):
 
 
 def failure_notification(host, uuid, name, event, vir_domain_event, cause,
-                         detected_at, evidence=None):
+                         detected_at, evidence=None, episode=None,
+                         suppressed=0):
     """An ``instance.failure`` notification at ERROR priority."""
     return InstanceFailureNotification(
         priority=fields.NotificationPriority.ERROR,
@@ -82,7 +92,8 @@ def failure_notification(host, uuid, name, event, vir_domain_event, cause,
         payload=InstanceFailurePayload(
             uuid=uuid, name=name, host=host, event=event,
             vir_domain_event=vir_domain_event, cause=cause,
-            evidence=evidence, detected_at=detected_at))
+            evidence=evidence, detected_at=detected_at, episode=episode,
+            suppressed=suppressed))
 
 
 def lifecycle_notification(host, uuid, name, power_state, transition, event,
