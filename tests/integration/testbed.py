@@ -42,6 +42,14 @@ not an init):
   uncompressed through its PVH entry (:func:`pvh_kernel`): 256 MiB guests
   answer their first guest-ping 4-6 s after ``virsh start`` under TCG
   (7-9 s from the compressed bzImage); each QEMU holds about 260 MiB.
+* The guest goes down in order, as a real one does.  acpid runs busybox
+  ``poweroff`` on the ACPI power button; /sbin/shutdown, which qemu-ga's
+  guest-shutdown runs as ``shutdown -h -P|-H|-r +0 MESSAGE``, reboots on
+  ``-r`` and powers off otherwise.  busybox init then stops every process
+  (qemu-ga closes its channel) and the kernel powers off or resets about
+  2 s later: ``virsh shutdown --mode acpi`` reaches ``shut off
+  (shutdown)`` in ~3.5 s, and after ``virsh reboot`` (agent or acpi
+  mode, ``on_reboot`` restart) the new boot's agent answers in 5-6 s.
 * Commands reach the guest over a second virtio-serial channel,
   ``org.vmha.control.0``, not through qemu-ga: they must work when the
   agent is dead or stopped (kill it, then panic; freeze it, then thaw
