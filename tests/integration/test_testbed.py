@@ -257,6 +257,50 @@ def test_watchdog_fires(vm_factory, driver, wait_for, realvm_measure):
     assert guest.is_running()
 
 
+def test_acpi_shutdown_powers_the_guest_off(vm_factory, driver, wait_for,
+                                            realvm_measure):
+    # The guest's acpid used to die at boot (no log file), so the power
+    # button did nothing: the domain ran on.
+    guest = vm_factory()
+    asked = guest.shutdown('acpi')
+    shutdown = wait_event(wait_for, driver, guest, 'LIFECYCLE',
+                          'SHUTDOWN_GUEST')
+    stopped = wait_event(wait_for, driver, guest, 'LIFECYCLE',
+                         'STOPPED_SHUTDOWN')
+    realvm_measure('virsh shutdown --mode acpi -> STOPPED_SHUTDOWN',
+                   stopped.monotonic - asked)
+    assert shutdown.monotonic <= stopped.monotonic
+    assert guest.state() == 'shut off (shutdown)'
+    assert 'power button: poweroff' in guest.console_text()
+    assert not find(driver, guest, 'LIFECYCLE', 'STOPPED_FAILED')
+
+
+@pytest.mark.parametrize('mode', ['agent', 'acpi'])
+def test_reboot_boots_the_guest_again(vm_factory, driver, wait_for,
+                                      realvm_measure, mode):
+    # agent: qemu-ga runs "shutdown -h -r +0", which the guest's helper
+    # used to read as a poweroff.  acpi: libvirt presses the power
+    # button, then resets the guest once it has powered off.
+    guest = vm_factory()
+    boot_id = guest.boot_id()
+    asked = guest.reboot(mode)
+    new_boot_id = guest.wait_for_new_boot(boot_id, timeout=60)
+    realvm_measure('virsh reboot --mode %s -> agent answers again' % mode,
+                   time.monotonic() - asked)
+    assert new_boot_id != boot_id
+    wait_event(wait_for, driver, guest, 'REBOOT', 'UNKNOWN')
+    assert guest.state() == 'running (booted)'
+    console = guest.console_text()
+    assert console.count(']: ready') == 2
+    if mode == 'agent':
+        assert 'shutdown -h -r +0' in console
+        assert 'shutdown: reboot' in console
+    else:
+        assert 'power button: poweroff' in console
+    assert [e for e in seen(driver, guest) if e.startswith('LIFECYCLE')
+            and 'STOPPED' in e] == []
+
+
 def test_harness_errors_carry_the_logs(libvirtd, domains):
     with pytest.raises(testbed.TestbedError,
                        match='virsh domstate') as error:

@@ -42,6 +42,14 @@ not an init):
   uncompressed through its PVH entry (:func:`pvh_kernel`): 256 MiB guests
   answer their first guest-ping 4-6 s after ``virsh start`` under TCG
   (7-9 s from the compressed bzImage); each QEMU holds about 260 MiB.
+* The guest goes down in order, as a real one does.  acpid runs busybox
+  ``poweroff`` on the ACPI power button; /sbin/shutdown, which qemu-ga's
+  guest-shutdown runs as ``shutdown -h -P|-H|-r +0 MESSAGE``, reboots on
+  ``-r`` and powers off otherwise.  busybox init then stops every process
+  (qemu-ga closes its channel) and the kernel powers off or resets about
+  2 s later: ``virsh shutdown --mode acpi`` reaches ``shut off
+  (shutdown)`` in ~3.5 s, and after ``virsh reboot`` (agent or acpi
+  mode, ``on_reboot`` restart) the new boot's agent answers in 5-6 s.
 * Commands reach the guest over a second virtio-serial channel,
   ``org.vmha.control.0``, not through qemu-ga: they must work when the
   agent is dead or stopped (kill it, then panic; freeze it, then thaw
@@ -51,6 +59,7 @@ not an init):
   guest/vmha-do for the list.
 """
 
+import base64
 import contextlib
 import fcntl
 import gzip
@@ -517,6 +526,7 @@ GUEST_SCRIPTS = {
     'vmha-control': ('sbin/vmha-control', 0o755),
     'vmha-do': ('sbin/vmha-do', 0o755),
     'shutdown': ('sbin/shutdown', 0o755),
+    'power-button': ('etc/acpi/PWRF/00000080', 0o755),
 }
 BUSYBOX = pathlib.Path('/bin/busybox')
 QEMU_GA = pathlib.Path('/usr/sbin/qemu-ga')
@@ -775,8 +785,6 @@ class GuestImage:
         archive.file('bin/busybox', BUSYBOX.read_bytes(), 0o755)
         for name, (path, mode) in sorted(GUEST_SCRIPTS.items()):
             archive.file(path, (GUEST_FILES / name).read_bytes(), mode)
-        archive.file('etc/acpi/PWRF/00000080',
-                     b'#!/bin/sh\nexec poweroff -f\n', 0o755)
         archive.file('etc/passwd', b'root:x:0:0:root:/root:/bin/sh\n')
         archive.file('etc/group', b'root:x:0:\n')
         archive.file('usr/sbin/qemu-ga', QEMU_GA.read_bytes(), 0o755)
@@ -1266,6 +1274,78 @@ class Domains:
         """Arm the watchdog with a ``seconds`` timeout, never feed it."""
         return self.send(name, 'watchdog:%d' % seconds)
 
+    # -- through qemu-ga ---------------------------------------------------
+
+    def guest_exec(self, name, *argv, timeout=10):
+        """Run ``argv`` in the guest with qemu-ga's guest-exec; return
+        (exit status, stdout + stderr).  Raises AgentCommandError."""
+        started = self.agent_command(name, {
+            'execute': 'guest-exec', 'arguments': {
+                'path': argv[0], 'arg': list(argv[1:]),
+                'capture-output': True}})
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.agent_command(name, {
+                'execute': 'guest-exec-status',
+                'arguments': {'pid': started['pid']}})
+            if status.get('exited'):
+                break
+            if time.monotonic() > deadline:
+                raise AgentCommandError('%s: %s still runs after %ss'
+                                        % (name, ' '.join(argv), timeout))
+            time.sleep(0.1)
+        output = b''.join(base64.b64decode(status.get(key, ''))
+                          for key in ('out-data', 'err-data'))
+        return status.get('exitcode'), output.decode(errors='replace')
+
+    def boot_id(self, name):
+        """The guest kernel's boot id: a new one after every boot."""
+        status, output = self.guest_exec(
+            name, '/bin/cat', '/proc/sys/kernel/random/boot_id')
+        if status != 0 or not output.strip():
+            raise AgentCommandError('%s: no boot id (%s, %r)'
+                                    % (name, status, output))
+        return output.strip()
+
+    def wait_for_new_boot(self, name, boot_id, timeout=120):
+        """Wait until the agent answers from a boot other than
+        ``boot_id``; return the new boot id.
+
+        The old boot's agent may still answer for a moment after a
+        reboot was asked for, and none answers while the guest boots.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TestbedError('%s did not boot again within %ss (%s)'
+                                   '\n%s' % (name, timeout,
+                                             self.state(name),
+                                             self.log_tail(name)))
+            self.wait_for_agent(name, remaining)
+            with contextlib.suppress(AgentCommandError):
+                current = self.boot_id(name)
+                if current != boot_id:
+                    return current
+            time.sleep(0.2)
+
+    # -- shutdown and reboot, as an operator asks for them -----------------
+
+    def shutdown(self, name, mode='acpi'):
+        """``virsh shutdown --mode MODE`` (acpi: the power button; agent:
+        qemu-ga's guest-shutdown).  Returns ``time.monotonic()`` after
+        virsh returned: the guest powers off a few seconds later."""
+        self.virsh('shutdown', '--mode', mode, name, name=name)
+        return time.monotonic()
+
+    def reboot(self, name, mode='acpi'):
+        """``virsh reboot --mode MODE``.  agent: qemu-ga runs
+        ``shutdown -h -r +0``; acpi: libvirt presses the power button and,
+        when the guest has powered off, resets it instead of stopping
+        QEMU.  Returns ``time.monotonic()`` after virsh returned."""
+        self.virsh('reboot', '--mode', mode, name, name=name)
+        return time.monotonic()
+
     # -- stopping and removing ---------------------------------------------
 
     def destroy(self, name):
@@ -1400,6 +1480,21 @@ class Guest:
 
     def fire_watchdog(self, seconds=2):
         return self.domains.fire_watchdog(self.name, seconds)
+
+    def guest_exec(self, *argv, timeout=10):
+        return self.domains.guest_exec(self.name, *argv, timeout=timeout)
+
+    def boot_id(self):
+        return self.domains.boot_id(self.name)
+
+    def wait_for_new_boot(self, boot_id, timeout=120):
+        return self.domains.wait_for_new_boot(self.name, boot_id, timeout)
+
+    def shutdown(self, mode='acpi'):
+        return self.domains.shutdown(self.name, mode)
+
+    def reboot(self, mode='acpi'):
+        return self.domains.reboot(self.name, mode)
 
     def destroy(self):
         return self.domains.destroy(self.name)
