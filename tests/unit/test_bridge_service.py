@@ -304,7 +304,7 @@ class FakeClock:
 def test_rate_limited_log_says_how_many_it_left_out(caplog):
     clock = FakeClock()
     limited = logs.RateLimitedLog(logging.getLogger('vmha.test'),
-                                  logging.WARNING, 3, 'bad message(s)',
+                                  logging.WARNING, 3, 'bad messages',
                                   clock)
     caplog.set_level(logging.INFO)
 
@@ -320,8 +320,16 @@ def test_rate_limited_log_says_how_many_it_left_out(caplog):
 
     assert [r.getMessage() for r in caplog.records] == [
         'bad 0', 'bad 1', 'bad 2',
-        '7 more bad message(s) not logged in the last 61 s (at most 3 '
-        'lines a minute)', 'bad 10']
+        '7 more bad messages without a line of their own in the last 61 s '
+        '(at most 3 lines a minute)', 'bad 10']
+
+    # On the way out it says so at once, minute over or not.
+    for number in range(11, 14):
+        limited.log('bad %d', number)
+    limited.flush(final=True)
+    assert [r.getMessage() for r in caplog.records][-3:] == [
+        'bad 11', 'bad 12', '1 more bad messages without a line of their '
+        'own in the last 0 s (at most 3 lines a minute)']
 
 
 def test_a_hostile_line_stays_one_short_line(masakari, caplog):

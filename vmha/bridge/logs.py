@@ -80,23 +80,24 @@ class RateLimitedLog:
         self._logger.log(self._level, '%s', text)
         return True
 
-    def flush(self):
-        """Say how many lines were left out, if the minute is over."""
+    def flush(self, final=False):
+        """Say how many lines were left out, if the minute is over (or
+        ``final``: the process is stopping)."""
         with self._lock:
-            self._roll()
+            self._roll(final)
 
-    def _roll(self):
+    def _roll(self, final=False):
         # Called with the lock held.
         if self._window_start is None:
             return
         elapsed = self._clock() - self._window_start
-        if elapsed < WINDOW:
+        if elapsed < WINDOW and not final:
             return
         if self.suppressed:
             self._logger.log(
-                self._level, '%d more %s not logged in the last %.0f s (at '
-                'most %d lines a minute)', self.suppressed, self._what,
-                elapsed, self._per_minute)
+                self._level, '%d more %s without a line of their own in the '
+                'last %.0f s (at most %d lines a minute)', self.suppressed,
+                self._what, elapsed, self._per_minute)
         self._window_start = None
         self._logged = 0
         self.suppressed = 0
@@ -113,10 +114,9 @@ class Drops:
     def __init__(self, per_minute, metrics, clock=time.monotonic):
         self._metrics = metrics
         self._bad = RateLimitedLog(LOG, logging.WARNING, per_minute,
-                                   'bad message(s) dropped', clock)
+                                   'bad messages dropped', clock)
         self._duplicates = RateLimitedLog(LOG, logging.INFO, per_minute,
-                                          'redelivered message(s) skipped',
-                                          clock)
+                                          'redeliveries skipped', clock)
 
     def bad(self, kind, message, *args):
         """One bad message dropped; ``kind`` is the metric's label
@@ -129,9 +129,9 @@ class Drops:
         self._metrics.duplicates.inc()
         self._duplicates.log(message, *args)
 
-    def flush(self):
-        self._bad.flush()
-        self._duplicates.flush()
+    def flush(self, final=False):
+        self._bad.flush(final)
+        self._duplicates.flush(final)
 
 
 class OsloLogFilter(logging.Filter):
@@ -184,11 +184,12 @@ class OsloLogFilter(logging.Filter):
 
     def _duplicate(self, record):
         error = record.exc_info[1] if record.exc_info else None
-        unique_id = getattr(error, 'msg_id', None)
+        # DuplicateMessageError(msg_id=...) keeps its arguments in kwargs.
+        unique_id = (getattr(error, 'kwargs', None) or {}).get('msg_id')
         self._drops.duplicate(
-            'Skipping a redelivery of message %s, already handled (the '
-            'broker delivers again what was not acknowledged before a '
-            'reconnect)', printable(unique_id))
+            'Skipping a redelivery of the message with oslo.messaging '
+            'unique id %s, already handled (the broker delivers again what '
+            'was not acknowledged before a reconnect)', printable(unique_id))
 
 
 def _raw_message(traceback):

@@ -92,7 +92,7 @@ class BridgeService:
         self.listener.wait()
         if self.http is not None:
             self.http.stop()
-        self.drops.flush()
+        self.drops.flush(final=True)
         self._log_filter.remove()
 
     # What vmha.api.http.HttpEndpoint asks its service.
