@@ -16,6 +16,10 @@ Two checks, like the agent's (``vmha.manager.health``):
   a rejection too, counts as working.  Only /healthz fails on it: a
   restart would not bring Masakari back, and the failures wait on the
   bus meanwhile.
+
+A lost broker is not a check of its own: oslo.messaging reconnects by
+itself and logs every attempt, and restarting the bridge would not bring
+the broker back.
 """
 
 import threading

@@ -119,6 +119,7 @@ class MasakariClient:
     :param on_request: ``callable(status, seconds, attempt)`` after every
         request (status None when there was no answer), for metrics; it
         must not raise
+    :param clock: what ``on_request``'s seconds are measured with
     """
 
     def __init__(self, adapter, retry_max=3, retry_interval=2.0,
