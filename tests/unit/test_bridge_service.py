@@ -133,8 +133,11 @@ def test_metrics_count_forwarded_rejected_by_status_requeued_and_retries(
         failure_payload(), **{'vmha_object.data': dict(
             failure_payload()['vmha_object.data'],
             uuid=str(uuid.UUID(int=7)))})))
-    wait_for(lambda: len(masakari.notifications) == 2, what='the '
-             'redelivered failure accepted')
+    # Masakari stores it before it answers: wait for the bridge to have
+    # read the answer too.
+    wait_for(lambda: len(masakari.notifications) == 2
+             and not service.listener.stats().in_hand,
+             what='the redelivered failure accepted')
 
     metrics = scrape(service)
     assert metrics['vmha_bridge_forwarded_total'] == {(): 2.0}
