@@ -35,7 +35,11 @@ import subprocess
 import sys
 import time
 import types
+import urllib.error
+import urllib.request
 import uuid
+
+from prometheus_client import parser
 
 from tests.integration import services
 
@@ -120,14 +124,22 @@ class Bridge:
     :param topic: ``[notifications] topics``, and the exchange; the
         listener pool is ``<topic>_bridge``
     :param durable: ``[oslo_messaging_rabbit] amqp_durable_queues``
+    :param bridge_options: more ``[bridge]`` options (``stall_timeout``)
+
+    Its HTTP endpoint (``url``) listens on a free port: several bridges,
+    and other sessions' bridges, run on one host.
     """
 
     def __init__(self, base_dir, transport_url, masakari_url, topic,
-                 retry_max=2, retry_interval=0.5, durable=True):
+                 retry_max=2, retry_interval=0.5, durable=True,
+                 **bridge_options):
         self.base_dir = pathlib.Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.topic = topic
         self.pool = '%s_bridge' % topic
+        self.port = services.free_port()
+        bridge_options = dict(bridge_options, pool=self.pool,
+                              port=self.port)
         self.config_file = self.base_dir / 'bridge.conf'
         self.log_file = self.base_dir / 'bridge.log'
         self.stderr_file = self.base_dir / 'bridge.err'
@@ -138,7 +150,7 @@ class Bridge:
             '[notifications]\n'
             'topics = %(topic)s\n'
             '[bridge]\n'
-            'pool = %(pool)s\n'
+            '%(bridge)s'
             '[masakari]\n'
             'noauth = true\n'
             'endpoint_override = %(url)s\n'
@@ -150,13 +162,43 @@ class Bridge:
             '%(bus)s'
             % dict(log=self.log_file,
                    bus=bus_options(transport_url, topic, durable),
-                   topic=topic, pool=self.pool, url=masakari_url,
+                   topic=topic, url=masakari_url,
+                   bridge=''.join('%s = %s\n' % item
+                                  for item in sorted(bridge_options.items())),
                    retry_max=retry_max, retry_interval=retry_interval))
         self._process = None
 
     @property
     def pid(self):
         return self._process.pid if self._process else None
+
+    @property
+    def url(self):
+        """The bridge's HTTP endpoint (/healthz, /metrics)."""
+        return 'http://127.0.0.1:%d' % self.port
+
+    def get(self, path, timeout=10):
+        """(status, body bytes) of ``GET path`` on the HTTP endpoint."""
+        try:
+            with urllib.request.urlopen(self.url + path,
+                                        timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def metrics(self):
+        """``{sample name: {labels tuple: value}}`` from /metrics, parsed
+        with prometheus-client's text parser."""
+        status, body = self.get('/metrics')
+        if status != 200:
+            raise AssertionError('GET /metrics answered %d: %r'
+                                 % (status, body[:200]))
+        samples = {}
+        for family in parser.text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                samples.setdefault(sample.name, {})[
+                    tuple(sorted(sample.labels.items()))] = sample.value
+        return samples
 
     def running(self):
         return self._process is not None and self._process.poll() is None

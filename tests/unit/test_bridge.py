@@ -17,8 +17,9 @@ import pytest
 
 from tests.fixtures import fake_masakari
 from tests.unit import test_sinks
-from vmha import bridge
+from vmha import concurrency
 from vmha.bridge import endpoint as bridge_endpoint
+from vmha.bridge import service as bridge_service
 from vmha.cmd import bridge as bridge_cmd
 from vmha.notify.sinks import messaging as messaging_sink
 
@@ -33,6 +34,8 @@ def make_conf(endpoint, **groups):
     groups['masakari'] = dict({'noauth': True, 'endpoint_override': endpoint,
                                'retry_max': 1, 'retry_interval': 0.01},
                               **groups['masakari'])
+    # No HTTP endpoint unless a test asks for one (on a free port).
+    groups['bridge'] = dict({'port': 0}, **groups.get('bridge', {}))
     return test_sinks.make_conf(**groups)
 
 
@@ -290,19 +293,22 @@ def transport():
 
 @pytest.fixture
 def run_bridge(transport):
-    listeners = []
+    """``run_bridge(conf)``: a started ``BridgeService`` on ``fake://``,
+    stopped at the end of the test."""
+    services = []
 
     def run(conf):
-        listener = bridge.get_listener(
-            conf, transport, bridge_endpoint.MasakariEndpoint.from_conf(conf))
-        listener.start(override_pool_size=conf.bridge.executor_threads)
-        listeners.append(listener)
-        return listener
+        service = bridge_service.BridgeService(
+            conf, transport, concurrency.get('threading'))
+        service.start_http()
+        service.start()
+        services.append(service)
+        return service
 
     yield run
-    for listener in listeners:
-        listener.stop()
-        listener.wait()
+    for service in services:
+        if service.listener.stats().running:
+            service.stop()
 
 
 def test_bus_to_masakari_once_per_message_id(
@@ -395,7 +401,7 @@ def test_sigterm_stops_the_bridge_cleanly(tmp_path, masakari):
     config_file.write_text(
         '[oslo_messaging_notifications]\ntransport_url = fake://\n'
         '[masakari]\nnoauth = true\nendpoint_override = %s\n'
-        % masakari.endpoint)
+        '[bridge]\nport = 0\n' % masakari.endpoint)
     process = subprocess.Popen(
         [sys.executable, '-m', 'vmha.cmd.bridge', '--config-file',
          str(config_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -31,10 +31,13 @@ class HttpEndpoint:
     :param backend: a ``vmha.concurrency`` backend
     :param host: address to listen on
     :param port: TCP port (0: any free port, see ``port`` once started)
+    :param options: the options that set host and port, for errors
     """
 
-    def __init__(self, service, backend, host='127.0.0.1', port=8917):
+    def __init__(self, service, backend, host='127.0.0.1', port=8917,
+                 options='[health] listen_host and port'):
         self._service = service
+        self._options = options
         self._backend = backend
         self._address = (host, port)
         self._server = None
@@ -53,10 +56,10 @@ class HttpEndpoint:
         try:
             self._server = self._backend.serve_wsgi(self.app, *self._address)
         except OSError as error:
-            raise EndpointError('cannot listen on %s port %d: %s (see '
-                                '[health] listen_host and port)'
+            raise EndpointError('cannot listen on %s port %d: %s (see %s)'
                                 % (self._address[0], self._address[1],
-                                   error.strerror or error)) from error
+                                   error.strerror or error,
+                                   self._options)) from error
         LOG.info('Health, metrics and status on %s', self.url)
 
     def stop(self):

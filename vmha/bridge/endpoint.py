@@ -8,8 +8,9 @@ returns what the listener must do with it:
   rejected it for good (400: host in no failover segment; 409: duplicate,
   host under maintenance; logged with Masakari's reason); or there was
   nothing to forward (another event type, ignored at DEBUG; a pair
-  Masakari does not recover; a malformed payload, logged with the message
-  id and the reason and dropped, since redelivering it cannot fix it).
+  Masakari does not recover; a malformed payload or a message id that is
+  not a string, dropped with one line naming the message id, the
+  publisher and the reason, since redelivering it cannot fix it).
 * ``REQUEUE``: Masakari did not take it, even after the client's
   ``[masakari] retry_max`` retries (unreachable, timeout, 5xx).  Nothing
   Masakari has not accepted is ever acknowledged.
@@ -22,6 +23,9 @@ for ``[bridge] dedupe_window`` seconds, least recent dropped first) and a
 delivery of a remembered id is acknowledged without a second POST.  A
 delivery that arrives while the same id is being forwarded in another
 executor thread waits for that one to finish.
+
+Bad messages and duplicates go through ``logs.Drops``: counted, and
+logged at a bounded rate, so that a flood of them cannot fill the disk.
 
 Across bridge copies, this memory is not shared.  Copies in one
 ``[bridge] pool`` share one queue, so each delivery goes to one copy; a
@@ -44,6 +48,8 @@ import time
 from oslo_messaging.notify import dispatcher as notify_dispatcher
 
 from vmha import masakari
+from vmha.bridge import logs
+from vmha.bridge import metrics as bridge_metrics
 from vmha.masakari import client as masakari_client
 from vmha.masakari import translate
 
@@ -111,32 +117,62 @@ class MasakariEndpoint:
 
     :param client: a ``MasakariClient``
     :param forwarded_ids: a ``ForwardedIds``
+    :param drops: a ``logs.Drops`` (bad messages, duplicates)
+    :param metrics: a ``BridgeMetrics`` (requeues)
     """
 
-    def __init__(self, client, forwarded_ids):
+    def __init__(self, client, forwarded_ids, drops, metrics):
         self._client = client
         self._forwarded_ids = forwarded_ids
+        self._drops = drops
+        self._metrics = metrics
 
     @classmethod
-    def from_conf(cls, conf, client=None):
-        return cls(client or masakari_client.MasakariClient.from_conf(conf),
+    def from_conf(cls, conf, client=None, drops=None, metrics=None):
+        metrics = metrics or bridge_metrics.BridgeMetrics()
+        return cls(client or masakari_client.MasakariClient.from_conf(
+                       conf, on_request=metrics.observe_request),
                    ForwardedIds(conf.bridge.dedupe_size,
-                                conf.bridge.dedupe_window))
+                                conf.bridge.dedupe_window),
+                   drops or logs.Drops(conf.bridge.bad_message_log_rate,
+                                       metrics),
+                   metrics)
 
     def error(self, ctxt, publisher_id, event_type, payload, metadata):
         message_id = (metadata or {}).get('message_id')
         if event_type != translate.FAILURE_EVENT_TYPE:
-            LOG.debug('Ignoring %s notification %s from %s', event_type,
-                      message_id, publisher_id)
+            LOG.debug('Ignoring %s notification %s from %s',
+                      logs.printable(event_type), logs.printable(message_id),
+                      logs.printable(publisher_id))
+            return HANDLED
+        if not (message_id is None or isinstance(message_id, str)):
+            # Not one to remember (it may not even be hashable).
+            self._drops.bad('invalid', 'Dropping %s notification from %s: '
+                            'message id %s is not a string', event_type,
+                            logs.printable(publisher_id),
+                            logs.printable(message_id))
+            return HANDLED
+        try:
+            # Checked here, before forward() would, so that a flood of
+            # them is logged at a bounded rate.
+            translate.parse_failure(payload)
+        except translate.MalformedNotification as error:
+            self._drops.bad('malformed', 'Dropping malformed %s '
+                            'notification %s from %s: %s', event_type,
+                            logs.printable(message_id),
+                            logs.printable(publisher_id),
+                            logs.printable(str(error), 200))
             return HANDLED
         if message_id is None:
             LOG.warning('Failure notification from %s has no message id; '
                         'forwarding it without duplicate detection',
-                        publisher_id)
+                        logs.printable(publisher_id))
             return self._forward(message_id, event_type, payload)
         if not self._forwarded_ids.claim(message_id):
-            LOG.info('Failure notification %s from %s was already handled; '
-                     'not forwarded again', message_id, publisher_id)
+            self._drops.duplicate(
+                'Failure notification %s from %s was already handled; not '
+                'forwarded again', logs.printable(message_id),
+                logs.printable(publisher_id))
             return HANDLED
         finished = False
         try:
@@ -151,5 +187,6 @@ class MasakariEndpoint:
             masakari.forward(self._client, message_id, event_type, payload)
         except masakari_client.MasakariUnavailable:
             # forward() logged it; the broker redelivers it
+            self._metrics.requeued.inc()
             return REQUEUE
         return HANDLED

@@ -42,16 +42,12 @@ def main(argv=None):
 
     import oslo_messaging
 
-    from vmha import bridge
-    from vmha.bridge import endpoint as bridge_endpoint
+    from vmha import concurrency
+    from vmha.api import http
+    from vmha.bridge import service as bridge_service
     from vmha.masakari import client as masakari_client
 
     LOG = log.getLogger(PROG)
-    try:
-        endpoint = bridge_endpoint.MasakariEndpoint.from_conf(conf)
-    except masakari_client.MasakariConfigError as error:
-        sys.stderr.write('%s: configuration error: %s\n' % (PROG, error))
-        return 2
     try:
         transport = oslo_messaging.get_notification_transport(conf)
     except (oslo_messaging.InvalidTransportURL,
@@ -59,8 +55,20 @@ def main(argv=None):
         sys.stderr.write('%s: configuration error: message bus: %s\n'
                          % (PROG, error))
         return 2
+    try:
+        service = bridge_service.BridgeService(
+            conf, transport, concurrency.get('threading'))
+    except masakari_client.MasakariConfigError as error:
+        sys.stderr.write('%s: configuration error: %s\n' % (PROG, error))
+        transport.cleanup()
+        return 2
+    try:
+        service.start_http()
+    except http.EndpointError as error:
+        sys.stderr.write('%s: %s\n' % (PROG, error))
+        transport.cleanup()
+        return 1
 
-    listener = bridge.get_listener(conf, transport, endpoint)
     stopping = threading.Event()
     started = threading.Event()
 
@@ -76,44 +84,45 @@ def main(argv=None):
         signal.signal(signum, on_signal)
 
     try:
-        listener.start(override_pool_size=conf.bridge.executor_threads)
+        service.start()
     except oslo_messaging.ServerListenError as error:
         sys.stderr.write('%s: cannot listen on the message bus: %s\n'
                          % (PROG, error))
+        if service.http is not None:
+            service.http.stop()
         transport.cleanup()
         return 1
     started.set()
     LOG.info('%s forwarding failures from %s (pool %s) to Masakari',
              PROG, ', '.join(conf.notifications.topics), conf.bridge.pool)
-    watchdog = _watchdog(conf, started, stopping)
+    watchdog = _watchdog(conf, service, stopping)
     try:
         while not stopping.wait(1):
-            pass
+            service.tick()
     finally:
         if watchdog is not None:
             watchdog.stop()
-        # stop() stops taking messages; wait() lets the ones being
-        # handled finish (ack or requeue) before the connection goes.
-        listener.stop()
-        listener.wait()
+        service.stop()
         transport.cleanup()
     LOG.info('%s stopped', PROG)
     return 0
 
 
-def _watchdog(conf, started, stopping):
+def _watchdog(conf, service, stopping):
     """Under systemd (Type=notify): READY once listening, WATCHDOG while
-    the listener runs.  None without NOTIFY_SOCKET."""
+    the listener runs and turns over.  None without NOTIFY_SOCKET."""
     from vmha import concurrency
     from vmha import systemd
     notifier = systemd.Notifier.from_environ()
     if notifier is None:
         return None
     watchdog = systemd.Watchdog(
-        notifier, lambda: started.is_set() and not stopping.is_set(),
+        notifier,
+        lambda: not stopping.is_set() and service.health.turning_over(),
         lambda: 'forwarding failures from %s to Masakari'
         % ', '.join(conf.notifications.topics),
-        concurrency.get('threading'), period=systemd.watchdog_period())
+        concurrency.get('threading'), period=systemd.watchdog_period(),
+        problems=service.health.problems)
     watchdog.start()
     return watchdog
 

@@ -116,18 +116,26 @@ class MasakariClient:
     :param headers: extra request headers (noauth mode)
     :param sleep: how to wait between attempts (``time.sleep``; green
         under a monkey-patched eventlet)
+    :param on_request: ``callable(status, seconds, attempt)`` after every
+        request (status None when there was no answer), for metrics; it
+        must not raise
+    :param clock: what ``on_request``'s seconds are measured with
     """
 
     def __init__(self, adapter, retry_max=3, retry_interval=2.0,
-                 headers=None, sleep=time.sleep):
+                 headers=None, sleep=time.sleep, on_request=None,
+                 clock=time.monotonic):
         self._adapter = adapter
         self._retry_max = retry_max
         self._retry_interval = retry_interval
         self._headers = dict(headers or {})
         self._sleep = sleep
+        self._on_request = on_request
+        self._clock = clock
 
     @classmethod
-    def from_conf(cls, conf, group='masakari', sleep=time.sleep):
+    def from_conf(cls, conf, group='masakari', sleep=time.sleep,
+                  on_request=None):
         """A client configured by ``conf``'s ``[group]`` options.
 
         :raises MasakariConfigError: the options cannot work (no auth and
@@ -163,7 +171,7 @@ class MasakariClient:
             raise MasakariConfigError('[%s] %s' % (group, error)) from error
         return cls(adapter, retry_max=options.retry_max,
                    retry_interval=options.retry_interval, headers=headers,
-                   sleep=sleep)
+                   sleep=sleep, on_request=on_request)
 
     def send_notification(self, body):
         """POST one notification body, retrying what may succeed later.
@@ -177,7 +185,7 @@ class MasakariClient:
         attempt = 1
         while True:
             try:
-                result = self._post(body)
+                result = self._timed_post(body, attempt)
             except _Retryable as failure:
                 if attempt > self._retry_max:
                     raise MasakariUnavailable(failure.reason, failure.status,
@@ -193,6 +201,18 @@ class MasakariClient:
                 continue
             result.attempts = attempt
             return result
+
+    def _timed_post(self, body, attempt):
+        if self._on_request is None:
+            return self._post(body)
+        started = self._clock()
+        try:
+            result = self._post(body)
+        except _Retryable as failure:
+            self._on_request(failure.status, self._clock() - started, attempt)
+            raise
+        self._on_request(result.status, self._clock() - started, attempt)
+        return result
 
     def _post(self, body):
         try:
