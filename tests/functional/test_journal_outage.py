@@ -129,6 +129,44 @@ def test_a_failure_decided_on_a_full_disk_is_delivered_once_space_is_back(
         journal.close()
 
 
+def test_a_record_only_failure_on_a_full_disk_is_delivered_once_after(
+        small_fs, wait_for, caplog):
+    """Regression: the rate limiter admitted a watchdog-reset notification
+    before the full disk refused its transaction, so every retry counted
+    as a repeat of the first try and the notification was never sent; the
+    decision was also counted and logged once per try."""
+    journal = db.Journal(str(small_fs / 'vmha.sqlite'))
+    driver = virt.make_driver(stopped_delay=0)
+    dom = driver.fake.add_domain('vm-1')
+    agent = start_agent(journal, driver)
+    try:
+        wait_for(lambda: agent.audit.runs >= 1, what='the start-up audit')
+        filler = fill(small_fs)
+        driver.fake.connection.fire(3, dom, 2)  # WATCHDOG reset
+        RUN_BLOCKING(driver.host.handler.dispatch_pending)
+        backend_sleep(1.0)
+        RUN_BLOCKING(driver.host.handler.dispatch_pending)  # a retry
+        assert delivered_failures(agent) == []
+        assert agent.reporter.decisions_total == 0
+        os.unlink(filler)
+
+        def turned_over_and_delivered():
+            RUN_BLOCKING(driver.host.handler.dispatch_pending)
+            return delivered_failures(agent) == ['vm-1']
+        wait_for(turned_over_and_delivered, timeout=10,
+                 what='the record-only failure delivered')
+        (failure,) = [m.payload['vmha_object.data']
+                      for m in agent.sink.messages
+                      if m.event_type == 'instance.failure']
+        assert (failure['vir_domain_event'], failure['suppressed']) == (
+            'WATCHDOG_RESET', 0)
+        assert agent.reporter.decisions_total == 1
+        assert caplog.text.count('Failure of vm-1') == 1
+    finally:
+        agent.stop()
+        journal.close()
+
+
 class LockHolder:
     """Another process holding the journal's write lock."""
 

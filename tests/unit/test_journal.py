@@ -495,3 +495,17 @@ def test_closed_journal_refuses_use(journal, outbox):
     journal.close()
     with pytest.raises(db.JournalError, match='closed'):
         outbox.depth()
+
+
+def test_after_rollback_runs_when_the_transaction_does_not_commit(journal):
+    """State kept in memory beside a transaction (the rate limiter's
+    admissions) is taken back when its writes are not kept."""
+    calls = []
+    with journal.transaction() as tx:
+        tx.after_rollback(lambda: calls.append('committed?'))
+    assert calls == []
+    with pytest.raises(RuntimeError):
+        with journal.transaction() as tx:
+            tx.after_rollback(lambda: calls.append('rolled back'))
+            raise RuntimeError('a write failed')
+    assert calls == ['rolled back']

@@ -186,6 +186,7 @@ class Transaction:
     def __init__(self, journal):
         self.journal = journal
         self._callbacks = []
+        self._rollback_callbacks = []
         self._open = True
 
     def execute(self, sql, params=()):
@@ -196,6 +197,14 @@ class Transaction:
         self._check_open()
         return self.journal._run(self.journal._conn.executemany, sql,
                                  seq_of_params)
+
+    def after_rollback(self, callback):
+        """Call ``callback()`` when the transaction is rolled back or its
+        commit fails (never after a commit), outside the journal's lock:
+        for state kept in memory that the transaction's writes stood for.
+        """
+        self._check_open()
+        self._rollback_callbacks.append(callback)
 
     def after_commit(self, callback):
         """Call ``callback()`` after a successful commit; registering the
@@ -238,9 +247,12 @@ class _TransactionScope:
                 journal._rollback()
         except JournalError as error:
             journal._write_failed(error)
+            self._rolled_back()
             raise
         finally:
             journal._release()
+        if exc_type is not None:
+            self._rolled_back()
         if isinstance(exc, JournalError):
             journal._write_failed(exc)  # a statement failed: disk full
         elif exc_type is None:
@@ -254,6 +266,13 @@ class _TransactionScope:
                     LOG.exception('After-commit callback %r failed',
                                   callback)
         return False
+
+    def _rolled_back(self):
+        for callback in self._tx._rollback_callbacks:
+            try:
+                callback()
+            except Exception:
+                LOG.exception('After-rollback callback %r failed', callback)
 
 
 class Journal:

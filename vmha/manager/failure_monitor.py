@@ -120,7 +120,8 @@ class Reporter:
             self.store.open_failure(tx, uuid, verdict.cause, self.clock(),
                                     episode)
         elif self.limiter is not None:
-            admission = self.limiter.admit(uuid, verdict.cause)
+            admission = self.limiter.admit(uuid, verdict.cause,
+                                           on_rollback=tx.after_rollback)
             if not admission.send:
                 # Counted in memory only: no journal write for a repeat.
                 LOG.debug('%s (%s): %s again, not sent (%d since the last '
@@ -133,6 +134,13 @@ class Reporter:
             verdict.cause, utc(when), evidence=verdict.evidence,
             episode=episode, suppressed=suppressed).to_message())
         self.store.note_decision(tx, uuid, verdict.cause, self.clock())
+        # Counted and logged once written: a transaction the journal
+        # refused is retried, and its decision must not count per try.
+        tx.after_commit(lambda: self._reported(name, uuid, verdict, episode,
+                                               suppressed))
+        return True
+
+    def _reported(self, name, uuid, verdict, episode, suppressed):
         self.decisions_total += 1
         self.decisions_by_cause[verdict.cause] += 1
         if episode is not None:
@@ -146,7 +154,6 @@ class Reporter:
                         verdict.vir_domain_event,
                         '; %d repeat(s) not sent since the last one'
                         % suppressed if suppressed else '')
-        return True
 
 
 class FailureMonitor:

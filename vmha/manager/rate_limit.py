@@ -83,9 +83,13 @@ class NotificationLimiter:
                    conf.notifications.max_error_notifications_per_minute,
                    clock=clock)
 
-    def admit(self, uuid, cause):
+    def admit(self, uuid, cause, on_rollback=None):
         """Whether to send the notification of ``cause`` for ``uuid``.
 
+        :param on_rollback: the journal transaction's ``after_rollback``:
+            when the notification admitted now is not written after all,
+            the admission is taken back, so the retry is sent, not
+            counted as a repeat of itself
         :returns: an ``Admission``
         """
         now = self._clock()
@@ -108,6 +112,17 @@ class NotificationLimiter:
                     self._per_minute, CAP_PERIOD, cause, uuid,
                     self._period_start + CAP_PERIOD - now, HOST_CAP)
             return self._suppress(entry, HOST_CAP, now)
+        if on_rollback is not None:
+            period = self._period_start
+
+            def take_back():
+                if self._period_start == period:
+                    self._sent_in_period -= 1
+                if entry is None:
+                    self._entries.pop(key, None)
+                else:
+                    self._entries[key] = entry
+            on_rollback(take_back)
         self._sent_in_period += 1
         suppressed = entry.suppressed if entry is not None else 0
         if self._repeat_window > 0:
