@@ -29,6 +29,7 @@ dispatch goes on meanwhile.
 import logging
 import time
 
+from vmha import concurrency
 from vmha.journal import db
 from vmha.manager import decisions
 from vmha.objects import fields
@@ -111,8 +112,8 @@ class PowerStateAudit:
             if not (self._requested or periodic):
                 # Awake every HEARTBEAT seconds even when idle: a stale
                 # ``last_turnover`` then means a wedged audit.
-                wait = HEARTBEAT if due is None else min(HEARTBEAT,
-                                                         due - now)
+                wait = (concurrency.HEARTBEAT if due is None
+                        else min(concurrency.HEARTBEAT, due - now))
                 self._wakeup.wait(wait)
                 self._wakeup.clear()
                 continue
@@ -255,9 +256,6 @@ def _closes_when_running(row):
 
 
 CHUNK = 500
-
-# Longest the audit loop sleeps between two looks at the clock (seconds).
-HEARTBEAT = 1.0
 
 # Seconds before an audit whose write failed runs again.
 JOURNAL_RETRY = 3.0

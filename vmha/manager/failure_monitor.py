@@ -31,6 +31,7 @@ import logging
 import time
 import uuid as uuid_lib
 
+from vmha import concurrency
 from vmha.journal import db
 from vmha.journal import retry
 from vmha.manager import decisions
@@ -165,7 +166,7 @@ class FailureMonitor:
                  on_resync=None, run_blocking=None, clock=time.monotonic):
         self._driver = driver
         # libvirt calls off the eventlet hub (the backend's run_blocking).
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._journal = journal
         self._reporter = reporter
         self._store = reporter.store

@@ -14,6 +14,7 @@ are; times are ISO 8601 in UTC.
 import logging
 import time
 
+from vmha import concurrency
 from vmha.manager import failure_monitor
 from vmha.manager import overrides
 from vmha.virt import exception
@@ -53,7 +54,7 @@ class Inventory:
         self._selector = selector
         self._guest_monitor = guest_monitor
         self._audit = audit
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._clock = clock
         self._wall = wall
 

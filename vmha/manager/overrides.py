@@ -28,6 +28,7 @@ import time
 
 from lxml import etree
 
+from vmha import concurrency
 from vmha.manager import failure_monitor
 from vmha.manager import selection
 from vmha.objects import fields
@@ -261,7 +262,7 @@ class OverrideKeeper:
         self._store = store
         self._state_store = state_store
         self._selector = selector
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._wall = wall
         selector.on_metadata_override = self.adopt
         selector.on_listed = self.listed

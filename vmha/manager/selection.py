@@ -19,6 +19,7 @@ import logging
 
 from lxml import etree
 
+from vmha import concurrency
 from vmha.conf import guest_agent as guest_agent_opts
 from vmha.virt import exception
 
@@ -162,7 +163,7 @@ class Selector:
     def __init__(self, driver, include=('*',), exclude=(),
                  use_metadata=True, run_blocking=None):
         self._driver = driver
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._include = list(include)
         self._exclude = list(exclude)
         self._use_metadata = use_metadata
