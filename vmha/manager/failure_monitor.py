@@ -26,12 +26,12 @@ error, and the audit runs once the backlog is written.
 """
 
 import collections
-import datetime
 import logging
 import time
 import uuid as uuid_lib
 
 from vmha import concurrency
+from vmha import timestamps
 from vmha.journal import db
 from vmha.journal import retry
 from vmha.manager import decisions
@@ -78,8 +78,8 @@ def _incoming_migration(event):
     return None
 
 
-def utc(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+# guest_monitor.py stamps its notifications through this name.
+utc = timestamps.utc
 
 
 class Reporter:
