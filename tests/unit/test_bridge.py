@@ -250,6 +250,16 @@ def test_forwarded_ids_expire_after_the_window():
     assert ids.claim('a')
 
 
+def test_a_forwarded_id_is_forgotten_exactly_at_the_window():
+    clock = FakeClock()
+    ids = bridge_endpoint.ForwardedIds(size=10, window=60, clock=clock)
+    ids.claim('a')
+    ids.release('a', finished=True)
+
+    clock.now += 60
+    assert ids.claim('a')
+
+
 def test_unfinished_ids_can_be_claimed_again():
     ids = bridge_endpoint.ForwardedIds(size=10, window=60)
     assert ids.claim('a')
