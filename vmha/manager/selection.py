@@ -30,8 +30,9 @@ NAMESPACE = 'http://openstack.org/xmlns/vmha/1.0'
 PREFIX = 'vmha'
 
 
-_TRUE = ('true', 'yes', '1')
-_FALSE = ('false', 'no', '0')
+# What ``enabled`` may say, on <vmha:monitoring> and on <vmha:guest-agent>.
+_BOOLEANS = {'true': True, 'yes': True, '1': True,
+             'false': False, 'no': False, '0': False}
 
 
 def parse_monitoring(xml, name='-', uuid='-', quiet=False):
@@ -72,11 +73,9 @@ def metadata_choice(xml, name='-', uuid='-'):
     if element is None:
         return None
     raw = element.get('enabled')
-    value = (raw or '').strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
+    choice = _BOOLEANS.get((raw or '').strip().lower())
+    if choice is not None:
+        return choice
     if raw is not None:
         LOG.warning('%s (%s): ignoring enabled=%r in its vmha metadata '
                     '(true or false); the name rules decide', name, uuid,
@@ -102,8 +101,7 @@ def _choice(table):
 # guest-agent monitor, each held to the bounds of the option of the same
 # name (vmha.conf.guest_agent).
 _SETTINGS = {
-    'enabled': _choice(dict([(v, True) for v in _TRUE]
-                            + [(v, False) for v in _FALSE])),
+    'enabled': _choice(_BOOLEANS),
     'interval': _bounded(float, guest_agent_opts.INTERVAL_MIN,
                          guest_agent_opts.INTERVAL_MAX),
     'timeout': _bounded(float, guest_agent_opts.TIMEOUT_MIN,
