@@ -38,7 +38,10 @@ _BOOLEANS = {'true': True, 'yes': True, '1': True,
 def parse_monitoring(xml, name='-', uuid='-', quiet=False):
     """The ``monitoring`` element of a metadata text, or None (logged
     unless there is no text at all, or ``quiet``: another reader of the
-    same text warns already)."""
+    same text warns already).  An element parsed already is returned as
+    it is, so that readers of one domain's metadata share one parse."""
+    if isinstance(xml, etree._Element):
+        return xml
     if not xml:
         return None
     try:
@@ -167,7 +170,7 @@ class Selector:
         self._use_metadata = use_metadata
         self._cache = {}
         self.overrides = {}  # uuid -> overrides.Override
-        # callable(uuid, name, metadata XML) for each metadata element
+        # callable(uuid, name, monitoring element) for each element
         # read: an operator choice that came with the domain is adopted
         # (``overrides.OverrideKeeper``).
         self.on_metadata_override = None
@@ -199,8 +202,7 @@ class Selector:
         caller already read (no libvirt call); the answer is cached."""
         choice = None
         if self._use_metadata:
-            self._metadata_read(uuid, name, metadata)
-            choice = metadata_choice(metadata, name, uuid)
+            choice = self._metadata_choice(uuid, name, metadata)
         if choice is None:
             choice = self._by_name(name)
         self._cache[uuid] = choice
@@ -211,9 +213,13 @@ class Selector:
         if self.on_listed is not None:
             self.on_listed(infos)
 
-    def _metadata_read(self, uuid, name, metadata):
-        if metadata and self.on_metadata_override is not None:
-            self.on_metadata_override(uuid, name, metadata)
+    def _metadata_choice(self, uuid, name, metadata):
+        """The element's choice; parsed once, and handed to
+        ``on_metadata_override`` as well (an operator choice in it)."""
+        element = parse_monitoring(metadata, name, uuid)
+        if element is not None and self.on_metadata_override is not None:
+            self.on_metadata_override(uuid, name, element)
+        return metadata_choice(element, name, uuid)
 
     def disabled(self, uuid):
         """True if an operator turned this domain's monitoring off."""
@@ -242,8 +248,7 @@ class Selector:
             try:
                 metadata = self._run_blocking(
                     self._driver.get_instance_metadata, uuid, NAMESPACE)
-                self._metadata_read(uuid, name, metadata)
-                choice = metadata_choice(metadata, name, uuid)
+                choice = self._metadata_choice(uuid, name, metadata)
             except exception.DomainNotFound:
                 choice = None  # gone: the name rules answer
             except exception.HypervisorError as error:
