@@ -49,15 +49,16 @@ class PowerStateAudit:
     :param settle_time: after ``request_settling`` (libvirt connection
         restored), keep auditing this many seconds
     :param settle_interval: ... every this many seconds
+    :param store: the ``state.StateStore`` the audit compares with
     """
 
     def __init__(self, driver, journal, reporter, selector, backend,
                  interval=60, settle_time=10.0, settle_interval=2.0,
-                 clock=time.time):
+                 clock=time.time, *, store):
         self._driver = driver
         self._journal = journal
         self._reporter = reporter
-        self._store = reporter.store
+        self._store = store
         self._selector = selector
         self._backend = backend
         self._interval = interval

@@ -155,22 +155,26 @@ class FailureMonitor:
 
     :param driver: the virt driver (current-state re-checks)
     :param journal: the ``Journal``
-    :param reporter: the ``Reporter``
+    :param reporter: the ``Reporter`` (failure decisions)
     :param selector: a ``selection.Selector``
     :param uri: the libvirt URI, for host.connection notifications
     :param on_resync: called when the audit should run now (connection
         restored, events dropped)
+    :param store: the ``state.StateStore`` (each domain's last state)
+    :param outbox: the ``outbox.Outbox`` (lifecycle and host.connection
+        notifications)
     """
 
     def __init__(self, driver, journal, reporter, selector, uri,
-                 on_resync=None, run_blocking=None, clock=time.monotonic):
+                 on_resync=None, run_blocking=None, clock=time.monotonic,
+                 *, store, outbox):
         self._driver = driver
         # libvirt calls off the eventlet hub (the backend's run_blocking).
         self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._journal = journal
         self._reporter = reporter
-        self._store = reporter.store
-        self._outbox = reporter.outbox
+        self._store = store
+        self._outbox = outbox
         self._selector = selector
         self._uri = uri
         self._on_resync = on_resync or (lambda: None)
