@@ -11,6 +11,12 @@ sent, so the same binary runs under any supervisor.
 
 ``Watchdog`` sends READY and WATCHDOG only while a health predicate
 holds: a wedged agent goes silent, and systemd restarts it.
+
+Why not ``oslo_service.systemd``: it sends ``READY=1`` and nothing else
+(no WATCHDOG, STATUS or STOPPING), reads ``NOTIFY_SOCKET`` only from
+``os.environ``, opens a socket per message, and hides a failed send at
+DEBUG; nor does it read ``WATCHDOG_USEC``/``WATCHDOG_PID``.  The protocol
+is one datagram, so vmha writes it here, where the watchdog gate sits.
 """
 
 import logging

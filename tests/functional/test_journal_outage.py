@@ -184,14 +184,14 @@ def test_an_audit_that_could_not_write_runs_again_within_seconds(
     path = str(tmp_path / 'vmha.sqlite')
     journal = db.Journal(path, busy_timeout=0.05)
     outbox = outbox_lib.Outbox(journal)
-    reporter = failure_monitor.Reporter(outbox, state.StateStore(journal),
-                                        'compute-1')
+    store = state.StateStore(journal)
+    reporter = failure_monitor.Reporter(outbox, store, 'compute-1')
     driver = virt.make_driver(stopped_delay=0)
     dom = driver.fake.add_domain('vm-1')
     driver.init_host()
     audit = audit_lib.PowerStateAudit(
         driver, journal, reporter, selection.Selector(driver),
-        concurrency.get(BACKEND), interval=60)
+        concurrency.get(BACKEND), interval=60, store=store)
     audit.run_once()  # the journal knows vm-1 running
     dom.state_value = SHUTOFF_FAILED  # died unseen: only an audit finds it
     lock = LockHolder(path)

@@ -11,15 +11,12 @@ import threading
 import time
 import uuid
 
-from oslo_config import cfg
 import oslo_messaging
 import pytest
 
 from tests.fixtures import fake_masakari
 from tests.unit import test_sinks
-from vmha import concurrency
 from vmha.bridge import endpoint as bridge_endpoint
-from vmha.bridge import service as bridge_service
 from vmha.cmd import bridge as bridge_cmd
 from vmha.notify.sinks import messaging as messaging_sink
 
@@ -37,13 +34,6 @@ def make_conf(endpoint, **groups):
     # No HTTP endpoint unless a test asks for one (on a free port).
     groups['bridge'] = dict({'port': 0}, **groups.get('bridge', {}))
     return test_sinks.make_conf(**groups)
-
-
-@pytest.fixture
-def masakari():
-    server = fake_masakari.FakeMasakari(hosts=['compute-1']).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -250,6 +240,16 @@ def test_forwarded_ids_expire_after_the_window():
     assert ids.claim('a')
 
 
+def test_a_forwarded_id_is_forgotten_exactly_at_the_window():
+    clock = FakeClock()
+    ids = bridge_endpoint.ForwardedIds(size=10, window=60, clock=clock)
+    ids.claim('a')
+    ids.release('a', finished=True)
+
+    clock.now += 60
+    assert ids.claim('a')
+
+
 def test_unfinished_ids_can_be_claimed_again():
     ids = bridge_endpoint.ForwardedIds(size=10, window=60)
     assert ids.claim('a')
@@ -282,34 +282,6 @@ def test_a_concurrent_delivery_waits_for_the_first_then_is_a_duplicate():
 
 
 # --- the whole path over the bus ---------------------------------------------
-
-@pytest.fixture
-def transport():
-    transport = oslo_messaging.get_notification_transport(
-        cfg.ConfigOpts(), url='fake://')
-    yield transport
-    transport.cleanup()
-
-
-@pytest.fixture
-def run_bridge(transport):
-    """``run_bridge(conf)``: a started ``BridgeService`` on ``fake://``,
-    stopped at the end of the test."""
-    services = []
-
-    def run(conf):
-        service = bridge_service.BridgeService(
-            conf, transport, concurrency.get('threading'))
-        service.start_http()
-        service.start()
-        services.append(service)
-        return service
-
-    yield run
-    for service in services:
-        if service.listener.stats().running:
-            service.stop()
-
 
 def test_bus_to_masakari_once_per_message_id(
         transport, run_bridge, masakari, wait_for):

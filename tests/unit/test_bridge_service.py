@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 import uuid
 
-from oslo_config import cfg
 import oslo_messaging
 from prometheus_client import parser
 import pytest
@@ -20,49 +19,12 @@ import pytest
 from tests.fixtures import fake_masakari
 from tests.unit import test_bridge
 from tests.unit import test_sinks
-from vmha import concurrency
 from vmha.bridge import logs
-from vmha.bridge import service as bridge_service
 from vmha.notify.sinks import messaging as messaging_sink
 
 HANDLED = oslo_messaging.NotificationResult.HANDLED
 failure_payload = test_sinks.failure_payload
 deliver = test_bridge.deliver
-
-
-@pytest.fixture
-def masakari():
-    server = fake_masakari.FakeMasakari(hosts=['compute-1']).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def transport():
-    transport = oslo_messaging.get_notification_transport(
-        cfg.ConfigOpts(), url='fake://')
-    yield transport
-    transport.cleanup()
-
-
-@pytest.fixture
-def run_bridge(transport):
-    """``run_bridge(conf)``: a started ``BridgeService``; stopped at the
-    end unless the test stopped its listener."""
-    services = []
-
-    def run(conf):
-        service = bridge_service.BridgeService(
-            conf, transport, concurrency.get('threading'))
-        service.start_http()
-        service.start()
-        services.append(service)
-        return service
-
-    yield run
-    for service in services:
-        if service.listener.stats().running:
-            service.stop()
 
 
 def served_conf(masakari_endpoint, **bridge):

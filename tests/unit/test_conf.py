@@ -4,6 +4,7 @@ from oslo_config import cfg
 import pytest
 
 import vmha.conf
+from vmha.conf import base
 
 
 def make_conf():
@@ -25,6 +26,20 @@ def test_an_override_stays_in_its_own_config():
         first.set_override(opt, value, group=group)
         assert first[group][opt] == value
         assert second[group][opt] == default, (group, opt)
+
+
+def test_register_group_leaves_the_module_group_untouched():
+    """The module-level OptGroup stays empty: each ConfigOpts holds its
+    own copy, so one config's options and overrides never reach
+    another's."""
+    group = cfg.OptGroup('example')
+    opts = [cfg.IntOpt('answer', default=42)]
+    conf = cfg.ConfigOpts()
+    base.register_group(conf, group, opts)
+    conf([], project='vmha')
+    conf.set_override('answer', 7, group='example')
+    assert conf.example.answer == 7
+    assert 'answer' not in group._opts
 
 
 def test_defaults_validate():

@@ -37,10 +37,11 @@ class Agent:
         self.selector = selection.Selector(self.driver, include, exclude)
         self.audit = audit_lib.PowerStateAudit(
             self.driver, self.journal, self.reporter, self.selector,
-            concurrency.get(BACKEND))
+            concurrency.get(BACKEND), store=self.reporter.store)
         self.monitor = failure_monitor.FailureMonitor(
             self.driver, self.journal, self.reporter, self.selector,
-            'qemu:///system', on_resync=self.audit.request)
+            'qemu:///system', on_resync=self.audit.request,
+            store=self.reporter.store, outbox=self.outbox)
         self.driver.register_event_listener(self.monitor)
         self.driver.init_host()
 
@@ -524,7 +525,7 @@ def test_a_death_libvirtd_shows_late_after_a_reconnect_is_reported_soon(
     audit = audit_lib.PowerStateAudit(
         agent.driver, agent.journal, agent.reporter, agent.selector,
         concurrency.get(BACKEND), interval=60, settle_time=2.0,
-        settle_interval=0.1)
+        settle_interval=0.1, store=agent.reporter.store)
     listings = []
     list_instances = agent.driver.list_instances
 

@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from tests.conftest import BACKEND
+from tests.fixtures import messages
 from vmha import concurrency
 from vmha.journal import db
 from vmha.journal import outbox as outbox_mod
@@ -51,11 +52,8 @@ def outbox(journal, clock):
     return outbox_mod.Outbox(journal, clock=clock)
 
 
-def message(number, event_type='instance.failure'):
-    return outbox_mod.new_message(
-        event_type, 'ERROR', 'vmha-agent:compute-1',
-        {'vmha_object.name': 'InstanceFailurePayload',
-         'vmha_object.data': {'number': number}})
+def message(number):
+    return messages.failure_message(number)
 
 
 def create_probe_state(journal):
@@ -70,8 +68,8 @@ def probe_states(journal):
             journal.query('SELECT uuid, power_state FROM probe_state')}
 
 
-def sent_numbers(messages):
-    return [m.payload['vmha_object.data']['number'] for m in messages]
+def sent_numbers(sent):
+    return [messages.number_of(m) for m in sent]
 
 
 # --- one transaction for a state change and its notification ----------------
@@ -212,8 +210,7 @@ def test_order_holds_after_everything_was_pruned(journal, outbox, clock):
 
 
 def test_message_ids_are_unique_and_a_duplicate_is_refused(journal, outbox):
-    ids = {outbox_mod.new_message('x', 'INFO', 'p', {}).message_id
-           for _ in range(1000)}
+    ids = {message(1).message_id for _ in range(1000)}
     assert len(ids) == 1000
     original = message(1)
     with journal.transaction() as tx:
@@ -223,16 +220,6 @@ def test_message_ids_are_unique_and_a_duplicate_is_refused(journal, outbox):
         with journal.transaction() as tx:
             outbox.add(tx, original._replace(event_type='other'))
     assert outbox.pending() == [original]
-
-
-def test_new_message_formats_the_timestamp_as_oslo_messaging_does():
-    import datetime
-    when = datetime.datetime(2026, 5, 1, 12, 0, 0, 5,
-                             tzinfo=datetime.timezone(
-                                 datetime.timedelta(hours=2)))
-    made = outbox_mod.new_message('instance.failure', 'ERROR', 'p', {},
-                                  timestamp=when)
-    assert made.timestamp == '2026-05-01 10:00:00.000005'
 
 
 def test_payload_that_is_not_json_is_refused_with_the_message_id(
@@ -462,6 +449,7 @@ def test_sigkill_between_write_and_send_keeps_the_row(path):
     sink saw it: the next start must find it, undelivered."""
     script = textwrap.dedent("""
         import os, sys
+        from tests.fixtures import messages
         from vmha.journal import db, outbox
         journal = db.Journal(sys.argv[1])
         box = outbox.Outbox(journal)
@@ -469,8 +457,7 @@ def test_sigkill_between_write_and_send_keeps_the_row(path):
             tx.execute('CREATE TABLE probe_state '
                        '(uuid TEXT PRIMARY KEY, power_state TEXT)')
             tx.execute("INSERT INTO probe_state VALUES ('u1', 'crashed')")
-            box.add(tx, outbox.new_message(
-                'instance.failure', 'ERROR', 'vmha-agent:h', {'n': 1}))
+            box.add(tx, messages.failure_message(1))
         print(box.pending()[0].message_id, flush=True)
         os.kill(os.getpid(), 9)
         print('not reached', flush=True)

@@ -49,15 +49,15 @@ class EventPath:
         self.fake = self.driver.fake
         self.journal = db.Journal(path, busy_timeout=0.05, clock=self.clock)
         self.outbox = outbox_lib.Outbox(self.journal)
+        store = state.StateStore(self.journal)
         reporter = failure_monitor.Reporter(
-            self.outbox, state.StateStore(self.journal), 'compute-1',
-            clock=self.clock)
+            self.outbox, store, 'compute-1', clock=self.clock)
         self.resyncs = []
         self.monitor = failure_monitor.FailureMonitor(
             self.driver, self.journal, reporter,
             selection.Selector(self.driver), 'qemu:///system',
             on_resync=lambda: self.resyncs.append(self.clock()),
-            clock=self.clock)
+            clock=self.clock, store=store, outbox=self.outbox)
         self.driver.register_event_listener(self.monitor)
         self.driver.register_turnover_callback(self.monitor.retry_pending)
         self.health = health.HealthCheck(

@@ -33,13 +33,6 @@ def make_conf(endpoint, **masakari_options):
 
 
 @pytest.fixture
-def masakari():
-    server = fake_masakari.FakeMasakari(hosts=['compute-1']).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def waits():
     return []
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import BACKEND
 from tests.conftest import backend_sleep
+from tests.fixtures import messages
 from vmha.journal import db
 from vmha.journal import outbox as outbox_mod
 from vmha.journal import sender as sender_mod
@@ -54,8 +55,8 @@ class FakeSink(base.Sink):
         return numbers(self.sent)
 
 
-def numbers(messages):
-    return [m.payload['n'] for m in messages]
+def numbers(sent):
+    return [messages.number_of(m) for m in sent]
 
 
 @pytest.fixture
@@ -96,9 +97,7 @@ def write(outbox, *numbers_to_write):
     """One transaction per notification, as the manager will write."""
     for number in numbers_to_write:
         with outbox.journal.transaction() as tx:
-            outbox.add(tx, outbox_mod.new_message(
-                'instance.failure', 'ERROR', 'vmha-agent:compute-1',
-                {'n': number}))
+            outbox.add(tx, messages.failure_message(number))
 
 
 # --- one pass ---------------------------------------------------------------
@@ -126,7 +125,7 @@ def test_failure_stops_the_pass_and_nothing_overtakes_the_failed_row(
     failed = []
 
     def fail_once_on_2(message):
-        if message.payload['n'] == 2 and not failed:
+        if messages.number_of(message) == 2 and not failed:
             failed.append(message)
             sink.fail(1)
         original(message)
@@ -198,9 +197,9 @@ def test_a_new_kind_of_failure_in_an_outage_is_logged_again(
     sender.run_once()
     sink.fail(1, RuntimeError('sink bug'))
     sender.run_once()
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2
-    assert 'sink bug' in messages[1]
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 2
+    assert 'sink bug' in logged[1]
 
 
 def test_backoff_doubles_with_jitter_within_bounds(outbox, clock):
@@ -288,7 +287,7 @@ def _fail_from(sink, number):
     original = sink.send
 
     def send(message):
-        if message.payload['n'] >= number:
+        if messages.number_of(message) >= number:
             sink.attempts += 1
             raise base.DeliveryError('down')
         original(message)

@@ -124,3 +124,28 @@ def test_no_metadata_at_all_says_nothing_and_warns_nothing(caplog):
     assert selection.metadata_choice(None, NAME, UUID) is None
     assert selection.guest_agent_settings(None, NAME, UUID, DEFAULTS) == {}
     assert caplog.records == []
+
+
+def test_a_parsed_element_is_read_as_it_is():
+    xml = '<monitoring xmlns="%s" enabled="no"/>' % selection.NAMESPACE
+    parsed = selection.parse_monitoring(xml, NAME, UUID)
+    assert selection.parse_monitoring(parsed, NAME, UUID) is parsed
+    assert selection.metadata_choice(parsed, NAME, UUID) is False
+
+
+def test_the_selector_hands_its_one_parse_to_the_override_reader(caplog):
+    """The selector parses a domain's metadata once: the operator-choice
+    reader gets the same element, and a broken text warns once."""
+    selector = selection.Selector(driver=None)
+    seen = []
+    selector.on_metadata_override = (
+        lambda uuid, name, found: seen.append(found))
+    xml = '<monitoring xmlns="%s" enabled="no"/>' % selection.NAMESPACE
+
+    assert selector.decide(UUID, NAME, xml) is False
+    [found] = seen
+    assert found.get('enabled') == 'no'
+
+    assert selector.decide(UUID, NAME, '<monitoring') is True  # names
+    assert len(seen) == 1
+    assert len(warnings_about_the_domain(caplog)) == 1

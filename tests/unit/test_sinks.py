@@ -87,15 +87,6 @@ class RecordingEndpoint:
 
 
 @pytest.fixture
-def transport():
-    conf = cfg.ConfigOpts()
-    transport = oslo_messaging.get_notification_transport(conf,
-                                                          url='fake://')
-    yield transport
-    transport.cleanup()
-
-
-@pytest.fixture
 def listen(transport):
     listeners = []
 
@@ -251,13 +242,6 @@ def test_an_unknown_priority_is_refused(transport):
 
 
 # --- masakari (direct mode) --------------------------------------------------
-
-@pytest.fixture
-def masakari():
-    server = fake_masakari.FakeMasakari(hosts=['compute-1']).start()
-    yield server
-    server.stop()
-
 
 def masakari_sink_for(endpoint):
     conf = make_conf(masakari={'noauth': True, 'endpoint_override': endpoint,

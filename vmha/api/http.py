@@ -10,6 +10,11 @@ call, off the eventlet hub.
   ``{"status": "unhealthy", ...}`` (``HealthCheck.report``).
 * ``GET /metrics``: Prometheus text exposition.
 * ``GET /status``: ``{"host", "health", "instances"}`` for vmha-status.
+
+/metrics uses prometheus_client's exposition helpers on the agent's own
+registry, not its ``make_wsgi_app``: that app answers HEAD with 405, sends
+no Content-Length, and switches to gzip or the OpenMetrics format when
+the scraper's Accept headers ask, which would change what vmha serves.
 """
 
 import http

@@ -40,11 +40,11 @@ resend is a duplicate however late it comes, for as long as Masakari
 keeps the first row (tests/integration/test_agent_crash.py).
 """
 
-import collections
 import logging
 import threading
 import time
 
+import cachetools
 from oslo_messaging.notify import dispatcher as notify_dispatcher
 
 from vmha import masakari
@@ -63,7 +63,9 @@ class ForwardedIds:
     """Bounded, time-limited memory of finished message ids; thread safe.
 
     The oldest finished id is forgotten first, when there are more than
-    ``size`` or when it is older than ``window`` seconds.
+    ``size`` or when it is older than ``window`` seconds (a
+    ``cachetools.TTLCache``: only membership is asked, so its order is
+    the order ids finished in).
 
     ``claim(id)`` before forwarding: False means the id is finished
     already (do not forward).  Then ``release(id, finished)``: a finished
@@ -71,10 +73,9 @@ class ForwardedIds:
     """
 
     def __init__(self, size, window, clock=time.monotonic):
-        self._size = size
         self._window = window
-        self._clock = clock
-        self._finished = collections.OrderedDict()  # id -> when
+        # TTLCache wants a positive ttl; a window of 0 remembers nothing.
+        self._finished = cachetools.TTLCache(size, window or 1, timer=clock)
         self._in_flight = set()
         self._condition = threading.Condition()
 
@@ -82,7 +83,7 @@ class ForwardedIds:
         with self._condition:
             while message_id in self._in_flight:
                 self._condition.wait()
-            self._expire()
+            self._finished.expire()
             if message_id in self._finished:
                 return False
             self._in_flight.add(message_id)
@@ -92,24 +93,12 @@ class ForwardedIds:
         with self._condition:
             self._in_flight.discard(message_id)
             if finished and self._window > 0:
-                self._finished[message_id] = self._clock()
-                self._finished.move_to_end(message_id)
-                while len(self._finished) > self._size:
-                    self._finished.popitem(last=False)
+                self._finished[message_id] = True
             self._condition.notify_all()
 
     def __len__(self):
         with self._condition:
             return len(self._finished)
-
-    def _expire(self):
-        # Ids are kept in the order they finished, oldest first.
-        deadline = self._clock() - self._window
-        while self._finished:
-            message_id, when = next(iter(self._finished.items()))
-            if when > deadline:
-                break
-            del self._finished[message_id]
 
 
 class MasakariEndpoint:

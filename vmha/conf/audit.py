@@ -1,8 +1,8 @@
 """Options of the [audit] group."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 audit_group = cfg.OptGroup('audit', title='Power-state audit')
 
@@ -68,10 +68,7 @@ Related options:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(audit_group))
-    conf.register_opts(audit_opts, group=audit_group)
+    base.register_group(conf, audit_group, audit_opts)
 
 
 def list_opts():

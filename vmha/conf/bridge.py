@@ -1,9 +1,9 @@
 """Options of the [bridge] group: vmha-masakari-bridge, its duplicate
 memory, its local HTTP endpoint and the bounds behind its /healthz."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 bridge_group = cfg.OptGroup('bridge', title='vmha-masakari-bridge')
 
@@ -149,10 +149,7 @@ A broken or hostile publisher thus cannot fill the disk.
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(bridge_group))
-    conf.register_opts(bridge_opts, group=bridge_group)
+    base.register_group(conf, bridge_group, bridge_opts)
 
 
 def list_opts():

@@ -1,8 +1,8 @@
 """Options of the [database] group: vmha's local journal."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 database_group = cfg.OptGroup('database', title='Local journal')
 
@@ -50,10 +50,7 @@ Related options:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(database_group))
-    conf.register_opts(database_opts, group=database_group)
+    base.register_group(conf, database_group, database_opts)
 
 
 def list_opts():

@@ -1,8 +1,8 @@
 """Options of the [events] group."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 events_group = cfg.OptGroup('events', title='Event pipeline')
 
@@ -38,10 +38,7 @@ instead of trusting what they last saw.
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(events_group))
-    conf.register_opts(events_opts, group=events_group)
+    base.register_group(conf, events_group, events_opts)
 
 
 def list_opts():

@@ -1,8 +1,8 @@
 """Options of the [guest_agent] group: pinging guests through qemu-ga."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 guest_agent_group = cfg.OptGroup(
     'guest_agent', title='Guest-agent monitor (hung guests)')
@@ -151,10 +151,7 @@ hangs again right after a restart is not restarted in a loop.
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(guest_agent_group))
-    conf.register_opts(guest_agent_opts, group=guest_agent_group)
+    base.register_group(conf, guest_agent_group, guest_agent_opts)
 
 
 def list_opts():

@@ -1,9 +1,9 @@
 """Options of the [health] group: the local HTTP endpoint and the bounds
 behind /healthz and the systemd watchdog."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 health_group = cfg.OptGroup('health', title='Health, metrics and status '
                                              'endpoint')
@@ -78,10 +78,7 @@ Related options:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(health_group))
-    conf.register_opts(health_opts, group=health_group)
+    base.register_group(conf, health_group, health_opts)
 
 
 def list_opts():

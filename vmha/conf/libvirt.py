@@ -1,8 +1,8 @@
 """Options of the [libvirt] group."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 libvirt_group = cfg.OptGroup('libvirt', title='libvirt connection')
 
@@ -69,10 +69,7 @@ Related options:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(libvirt_group))
-    conf.register_opts(libvirt_opts, group=libvirt_group)
+    base.register_group(conf, libvirt_group, libvirt_opts)
 
 
 def list_opts():

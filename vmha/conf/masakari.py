@@ -8,10 +8,10 @@ auth plugin's options are registered when the plugin is loaded; the sample
 file documents the ``password`` plugin's.
 """
 
-import copy
-
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
+
+from vmha.conf import base
 
 masakari_group = cfg.OptGroup('masakari', title='Masakari API', help="""
 Masakari's API, for the ``masakari`` notification sink (direct mode) and
@@ -82,10 +82,7 @@ def _adapter_opts():
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(masakari_group))
-    conf.register_opts(masakari_opts, group=masakari_group)
+    base.register_group(conf, masakari_group, masakari_opts)
     ks_loading.register_session_conf_options(conf, masakari_group.name)
     ks_loading.register_auth_conf_options(conf, masakari_group.name)
     ks_loading.register_adapter_conf_options(conf, masakari_group.name,

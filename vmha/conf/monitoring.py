@@ -1,8 +1,8 @@
 """Options of the [monitoring] group: which domains vmha watches."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 monitoring_group = cfg.OptGroup('monitoring', title='Monitored domains')
 
@@ -49,10 +49,7 @@ read when vmha first sees the domain and again when it is redefined.
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(monitoring_group))
-    conf.register_opts(monitoring_opts, group=monitoring_group)
+    base.register_group(conf, monitoring_group, monitoring_opts)
 
 
 def list_opts():

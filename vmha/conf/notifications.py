@@ -1,8 +1,8 @@
 """Options of the [notifications] group: where vmha's notifications go."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 notifications_group = cfg.OptGroup('notifications',
                                    title='Outgoing notifications')
@@ -115,10 +115,7 @@ Related options:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(notifications_group))
-    conf.register_opts(notifications_opts, group=notifications_group)
+    base.register_group(conf, notifications_group, notifications_opts)
 
 
 def list_opts():

@@ -1,8 +1,8 @@
 """Options of the [outbox] group: sending stored notifications."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 outbox_group = cfg.OptGroup('outbox', title='Notification outbox sender')
 
@@ -60,10 +60,7 @@ Possible values:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(outbox_group))
-    conf.register_opts(outbox_opts, group=outbox_group)
+    base.register_group(conf, outbox_group, outbox_opts)
 
 
 def list_opts():

@@ -1,8 +1,8 @@
 """Options of the [rpc] group: the agent's RPC server."""
 
-import copy
-
 from oslo_config import cfg
+
+from vmha.conf import base
 
 rpc_group = cfg.OptGroup('rpc', title='RPC API')
 
@@ -48,10 +48,7 @@ Related options:
 
 
 def register_opts(conf):
-    # A copy per ConfigOpts: register_group copies the group shallowly, so
-    # a shared OptGroup would share option overrides between them.
-    conf.register_group(copy.deepcopy(rpc_group))
-    conf.register_opts(rpc_opts, group=rpc_group)
+    base.register_group(conf, rpc_group, rpc_opts)
 
 
 def list_opts():

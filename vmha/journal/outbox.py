@@ -11,11 +11,9 @@ retention`` seconds (what was reported, and when, for an operator who
 asks), then ``prune`` deletes them.
 """
 
-import datetime
 import json
 import logging
 import time
-import uuid
 
 from vmha.journal import db
 from vmha.notify import message as notify_message
@@ -28,24 +26,6 @@ _COLUMNS = ('message_id, event_type, priority, publisher_id, payload, '
 
 class DuplicateMessageError(db.JournalError):
     """A row with this message id is already in the outbox."""
-
-
-def new_message(event_type, priority, publisher_id, payload, timestamp=None):
-    """A ``Message`` with a fresh uuid4 ``message_id``.
-
-    :param timestamp: when the decision was made: a ``datetime`` (naive
-        means UTC), an already formatted string, or None for now
-    """
-    if timestamp is None:
-        timestamp = datetime.datetime.now(datetime.UTC)
-    if isinstance(timestamp, datetime.datetime):
-        if timestamp.tzinfo is not None:
-            timestamp = timestamp.astimezone(datetime.UTC)
-        timestamp = timestamp.strftime('%Y-%m-%d %H:%M:%S.%f')
-    return notify_message.Message(
-        message_id=str(uuid.uuid4()), event_type=event_type,
-        priority=priority, publisher_id=publisher_id, payload=payload,
-        timestamp=timestamp)
 
 
 class Outbox:

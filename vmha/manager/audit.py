@@ -29,6 +29,7 @@ dispatch goes on meanwhile.
 import logging
 import time
 
+from vmha import concurrency
 from vmha.journal import db
 from vmha.manager import decisions
 from vmha.objects import fields
@@ -48,15 +49,16 @@ class PowerStateAudit:
     :param settle_time: after ``request_settling`` (libvirt connection
         restored), keep auditing this many seconds
     :param settle_interval: ... every this many seconds
+    :param store: the ``state.StateStore`` the audit compares with
     """
 
     def __init__(self, driver, journal, reporter, selector, backend,
                  interval=60, settle_time=10.0, settle_interval=2.0,
-                 clock=time.time):
+                 clock=time.time, *, store):
         self._driver = driver
         self._journal = journal
         self._reporter = reporter
-        self._store = reporter.store
+        self._store = store
         self._selector = selector
         self._backend = backend
         self._interval = interval
@@ -111,8 +113,8 @@ class PowerStateAudit:
             if not (self._requested or periodic):
                 # Awake every HEARTBEAT seconds even when idle: a stale
                 # ``last_turnover`` then means a wedged audit.
-                wait = HEARTBEAT if due is None else min(HEARTBEAT,
-                                                         due - now)
+                wait = (concurrency.HEARTBEAT if due is None
+                        else min(concurrency.HEARTBEAT, due - now))
                 self._wakeup.wait(wait)
                 self._wakeup.clear()
                 continue
@@ -255,9 +257,6 @@ def _closes_when_running(row):
 
 
 CHUNK = 500
-
-# Longest the audit loop sleeps between two looks at the clock (seconds).
-HEARTBEAT = 1.0
 
 # Seconds before an audit whose write failed runs again.
 JOURNAL_RETRY = 3.0

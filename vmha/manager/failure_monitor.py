@@ -26,11 +26,12 @@ error, and the audit runs once the backlog is written.
 """
 
 import collections
-import datetime
 import logging
 import time
 import uuid as uuid_lib
 
+from vmha import concurrency
+from vmha import timestamps
 from vmha.journal import db
 from vmha.journal import retry
 from vmha.manager import decisions
@@ -77,8 +78,8 @@ def _incoming_migration(event):
     return None
 
 
-def utc(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+# guest_monitor.py stamps its notifications through this name.
+utc = timestamps.utc
 
 
 class Reporter:
@@ -161,22 +162,26 @@ class FailureMonitor:
 
     :param driver: the virt driver (current-state re-checks)
     :param journal: the ``Journal``
-    :param reporter: the ``Reporter``
+    :param reporter: the ``Reporter`` (failure decisions)
     :param selector: a ``selection.Selector``
     :param uri: the libvirt URI, for host.connection notifications
     :param on_resync: called when the audit should run now (connection
         restored, events dropped)
+    :param store: the ``state.StateStore`` (each domain's last state)
+    :param outbox: the ``outbox.Outbox`` (lifecycle and host.connection
+        notifications)
     """
 
     def __init__(self, driver, journal, reporter, selector, uri,
-                 on_resync=None, run_blocking=None, clock=time.monotonic):
+                 on_resync=None, run_blocking=None, clock=time.monotonic,
+                 *, store, outbox):
         self._driver = driver
         # libvirt calls off the eventlet hub (the backend's run_blocking).
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._journal = journal
         self._reporter = reporter
-        self._store = reporter.store
-        self._outbox = reporter.outbox
+        self._store = store
+        self._outbox = outbox
         self._selector = selector
         self._uri = uri
         self._on_resync = on_resync or (lambda: None)

@@ -14,7 +14,8 @@ are; times are ISO 8601 in UTC.
 import logging
 import time
 
-from vmha.manager import failure_monitor
+from vmha import concurrency
+from vmha import timestamps
 from vmha.manager import overrides
 from vmha.virt import exception
 from vmha.virt import power_state
@@ -24,13 +25,6 @@ LOG = logging.getLogger(__name__)
 
 class InstanceNotFound(LookupError):
     """No domain on this host has that UUID or name."""
-
-
-def isotime(timestamp):
-    """ISO 8601 UTC text of a POSIX time, or None."""
-    if timestamp is None:
-        return None
-    return failure_monitor.utc(timestamp).isoformat(timespec='seconds')
 
 
 class Inventory:
@@ -53,7 +47,7 @@ class Inventory:
         self._selector = selector
         self._guest_monitor = guest_monitor
         self._audit = audit
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._clock = clock
         self._wall = wall
 
@@ -126,13 +120,13 @@ class Inventory:
             'monitoring': monitoring,
             'override': None if override is None else {
                 'enabled': override.enabled, 'reason': override.reason,
-                'set_at': isotime(override.set_at),
+                'set_at': timestamps.isotime(override.set_at),
                 'requested_by': override.requested_by},
             'guest_agent': None, 'last_ping_at': None,
             'last_ping_latency': None, 'guest_agent_error': None,
             'failure_open': bool(known and known.failure_cause),
             'last_decision': known.last_decision if known else None,
-            'last_decision_at': isotime(known.last_decision_at
+            'last_decision_at': timestamps.isotime(known.last_decision_at
                                         if known else None),
         }
         if guest is not None and guest['pinged']:
@@ -140,6 +134,6 @@ class Inventory:
             row['guest_agent_error'] = guest['last_error']
             row['last_ping_latency'] = guest['last_ping_latency']
             if guest['last_ping_at'] is not None:
-                row['last_ping_at'] = isotime(
+                row['last_ping_at'] = timestamps.isotime(
                     self._wall() - (self._clock() - guest['last_ping_at']))
         return row

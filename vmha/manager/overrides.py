@@ -28,7 +28,8 @@ import time
 
 from lxml import etree
 
-from vmha.manager import failure_monitor
+from vmha import concurrency
+from vmha import timestamps
 from vmha.manager import selection
 from vmha.objects import fields
 from vmha.objects import monitoring
@@ -118,8 +119,7 @@ def with_override(xml, value, name='-', uuid='-'):
             override.set('reason', value.reason)
         if value.requested_by:
             override.set('by', value.requested_by)
-        override.set('at', failure_monitor.utc(value.set_at).isoformat(
-            timespec='seconds'))
+        override.set('at', timestamps.isotime(value.set_at))
     if not len(monitoring_element) and not monitoring_element.attrib:
         return None
     # libvirt puts the root in the namespace itself; children go
@@ -235,7 +235,7 @@ class OverrideStore:
             self.host, uuid, name,
             None if value is None else value.enabled,
             None if previous is None else previous.enabled, reason, who,
-            source, failure_monitor.utc(when)).to_message())
+            source, timestamps.utc(when)).to_message())
 
 
 class OverrideKeeper:
@@ -261,7 +261,7 @@ class OverrideKeeper:
         self._store = store
         self._state_store = state_store
         self._selector = selector
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._wall = wall
         selector.on_metadata_override = self.adopt
         selector.on_listed = self.listed

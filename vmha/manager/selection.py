@@ -19,6 +19,7 @@ import logging
 
 from lxml import etree
 
+from vmha import concurrency
 from vmha.conf import guest_agent as guest_agent_opts
 from vmha.virt import exception
 
@@ -29,14 +30,18 @@ NAMESPACE = 'http://openstack.org/xmlns/vmha/1.0'
 PREFIX = 'vmha'
 
 
-_TRUE = ('true', 'yes', '1')
-_FALSE = ('false', 'no', '0')
+# What ``enabled`` may say, on <vmha:monitoring> and on <vmha:guest-agent>.
+_BOOLEANS = {'true': True, 'yes': True, '1': True,
+             'false': False, 'no': False, '0': False}
 
 
 def parse_monitoring(xml, name='-', uuid='-', quiet=False):
     """The ``monitoring`` element of a metadata text, or None (logged
     unless there is no text at all, or ``quiet``: another reader of the
-    same text warns already)."""
+    same text warns already).  An element parsed already is returned as
+    it is, so that readers of one domain's metadata share one parse."""
+    if isinstance(xml, etree._Element):
+        return xml
     if not xml:
         return None
     try:
@@ -71,11 +76,9 @@ def metadata_choice(xml, name='-', uuid='-'):
     if element is None:
         return None
     raw = element.get('enabled')
-    value = (raw or '').strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
+    choice = _BOOLEANS.get((raw or '').strip().lower())
+    if choice is not None:
+        return choice
     if raw is not None:
         LOG.warning('%s (%s): ignoring enabled=%r in its vmha metadata '
                     '(true or false); the name rules decide', name, uuid,
@@ -101,8 +104,7 @@ def _choice(table):
 # guest-agent monitor, each held to the bounds of the option of the same
 # name (vmha.conf.guest_agent).
 _SETTINGS = {
-    'enabled': _choice(dict([(v, True) for v in _TRUE]
-                            + [(v, False) for v in _FALSE])),
+    'enabled': _choice(_BOOLEANS),
     'interval': _bounded(float, guest_agent_opts.INTERVAL_MIN,
                          guest_agent_opts.INTERVAL_MAX),
     'timeout': _bounded(float, guest_agent_opts.TIMEOUT_MIN,
@@ -162,13 +164,13 @@ class Selector:
     def __init__(self, driver, include=('*',), exclude=(),
                  use_metadata=True, run_blocking=None):
         self._driver = driver
-        self._run_blocking = run_blocking or (lambda f, *a: f(*a))
+        self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._include = list(include)
         self._exclude = list(exclude)
         self._use_metadata = use_metadata
         self._cache = {}
         self.overrides = {}  # uuid -> overrides.Override
-        # callable(uuid, name, metadata XML) for each metadata element
+        # callable(uuid, name, monitoring element) for each element
         # read: an operator choice that came with the domain is adopted
         # (``overrides.OverrideKeeper``).
         self.on_metadata_override = None
@@ -200,8 +202,7 @@ class Selector:
         caller already read (no libvirt call); the answer is cached."""
         choice = None
         if self._use_metadata:
-            self._metadata_read(uuid, name, metadata)
-            choice = metadata_choice(metadata, name, uuid)
+            choice = self._metadata_choice(uuid, name, metadata)
         if choice is None:
             choice = self._by_name(name)
         self._cache[uuid] = choice
@@ -212,9 +213,13 @@ class Selector:
         if self.on_listed is not None:
             self.on_listed(infos)
 
-    def _metadata_read(self, uuid, name, metadata):
-        if metadata and self.on_metadata_override is not None:
-            self.on_metadata_override(uuid, name, metadata)
+    def _metadata_choice(self, uuid, name, metadata):
+        """The element's choice; parsed once, and handed to
+        ``on_metadata_override`` as well (an operator choice in it)."""
+        element = parse_monitoring(metadata, name, uuid)
+        if element is not None and self.on_metadata_override is not None:
+            self.on_metadata_override(uuid, name, element)
+        return metadata_choice(element, name, uuid)
 
     def disabled(self, uuid):
         """True if an operator turned this domain's monitoring off."""
@@ -243,8 +248,7 @@ class Selector:
             try:
                 metadata = self._run_blocking(
                     self._driver.get_instance_metadata, uuid, NAMESPACE)
-                self._metadata_read(uuid, name, metadata)
-                choice = metadata_choice(metadata, name, uuid)
+                choice = self._metadata_choice(uuid, name, metadata)
             except exception.DomainNotFound:
                 choice = None  # gone: the name rules answer
             except exception.HypervisorError as error:

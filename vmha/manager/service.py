@@ -63,8 +63,9 @@ class AgentService:
     @classmethod
     def from_conf(cls, conf, driver, journal, outbox, sender):
         """The service with its monitors wired as ``conf`` says."""
+        store = state.StateStore(journal)
         reporter = failure_monitor.Reporter(
-            outbox, state.StateStore(journal), conf.host,
+            outbox, store, conf.host,
             limiter=rate_limit.NotificationLimiter.from_conf(conf))
         backend = concurrency.get(conf.concurrency_backend)
         selector = selection.Selector.from_conf(conf, driver,
@@ -72,11 +73,11 @@ class AgentService:
         audit = audit_lib.PowerStateAudit(
             driver, journal, reporter, selector, backend,
             conf.audit.interval, settle_time=conf.audit.settle_time,
-            settle_interval=conf.audit.settle_interval)
+            settle_interval=conf.audit.settle_interval, store=store)
         monitor = failure_monitor.FailureMonitor(
             driver, journal, reporter, selector,
             conf.libvirt.connection_uri, on_resync=audit.request_settling,
-            run_blocking=backend.run_blocking)
+            run_blocking=backend.run_blocking, store=store, outbox=outbox)
         metrics = metrics_lib.Metrics()
         listeners = [metrics.listener, monitor]
         guests = None
@@ -89,11 +90,11 @@ class AgentService:
         # choice when it handles the UNDEFINED event.
         keeper = overrides.OverrideKeeper(
             driver, overrides.OverrideStore(journal, outbox, conf.host),
-            selector, state_store=reporter.store,
+            selector, state_store=store,
             run_blocking=backend.run_blocking)
         listeners.append(keeper)
         inventory = inventory_lib.Inventory(
-            driver, reporter.store, keeper, selector, guest_monitor=guests,
+            driver, store, keeper, selector, guest_monitor=guests,
             audit=audit, run_blocking=backend.run_blocking)
         health = health_lib.HealthCheck(
             driver, audit, conf.health.stall_timeout,

@@ -13,8 +13,9 @@ the vocabulary Masakari and masakari-monitors use (``event`` = ``LIFECYCLE``,
 ``UNKNOWN_<n>`` instead of an error.
 """
 
-import datetime
 import time
+
+from vmha import timestamps
 
 # Lifecycle transitions (what happened to the power state).
 EVENT_LIFECYCLE_STARTED = 0
@@ -221,11 +222,6 @@ def lifecycle_name(code, detail):
                       name_in(LIFECYCLE_DETAIL_NAMES[code], detail))
 
 
-def _iso(timestamp):
-    return datetime.datetime.fromtimestamp(
-        timestamp, datetime.UTC).isoformat(timespec='milliseconds')
-
-
 class Event:
     """Something the hypervisor told us, stamped when it was received.
 
@@ -240,7 +236,7 @@ class Event:
 
     @property
     def time_iso(self):
-        return _iso(self.timestamp)
+        return timestamps.isotime(self.timestamp, 'milliseconds')
 
     def describe(self):
         """One readable line, without the time."""

@@ -33,9 +33,6 @@ from vmha.virt.libvirt import event_builder
 
 LOG = logging.getLogger(__name__)
 
-# Longest the dispatcher sleeps when idle (seconds).
-HEARTBEAT = 1.0
-
 # What the producer side may put on the queue besides RawEvents: control
 # items, never dropped.
 _HOST_EVENT_TYPES = (ev.HostEvent,)
@@ -217,8 +214,8 @@ class EventHandler:
             # Idle, the loop still turns over every HEARTBEAT seconds, so a
             # stale ``last_turnover`` means a wedged dispatcher, not a quiet
             # host (health checks and the systemd watchdog rely on it).
-            self._wait(HEARTBEAT if timeout is None
-                       else min(timeout, HEARTBEAT))
+            self._wait(concurrency.HEARTBEAT if timeout is None
+                       else min(timeout, concurrency.HEARTBEAT))
             if not self._running:
                 break
             try:
