@@ -1,7 +1,7 @@
 """The agent's RPC API, client to server, over oslo.messaging's fake://.
 
 A real agent (libvirt's test:///default driver, journal, outbox, the
-RPC server ``AgentService.from_conf`` adds when ``[DEFAULT]
+RPC server ``vmha.agent.build`` adds when ``[DEFAULT]
 transport_url`` is set) answers ``vmha.rpcapi.AgentAPI``.  fake:// lives
 in one transport object, so the client uses the server's.  Calls go
 through the backend's ``run_blocking``: an RPC call waits on a native
@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import BACKEND
 from tests.fixtures import sinks
+from vmha import agent as agent_lib
 from vmha import concurrency
 from vmha import objects
 from vmha import rpcapi
@@ -30,7 +31,6 @@ from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
 from vmha.manager import inventory
-from vmha.manager import service
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import driver as libvirt_driver
 
@@ -81,7 +81,7 @@ class Agent:
         sender = sender_lib.OutboxSender(self.outbox, self.sink, BACKEND)
         driver = libvirt_driver.LibvirtDriver(
             'test:///default', backend=BACKEND, stopped_delay=0)
-        self.service = service.AgentService.from_conf(
+        self.service = agent_lib.build(
             make_conf(host, groups, **conf_options), driver, self.journal,
             self.outbox, sender)
         [self.rpc] = [surface for surface in self.service.surfaces

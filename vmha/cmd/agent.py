@@ -60,6 +60,7 @@ def main(argv=None):
     cmd.select_backend(conf.concurrency_backend)
     log.setup(conf, 'vmha')
 
+    from vmha import agent as agent_lib
     from vmha import concurrency
     from vmha import objects
     from vmha import systemd
@@ -67,7 +68,6 @@ def main(argv=None):
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
-    from vmha.manager import service
     from vmha.notify import sinks
     from vmha.virt import exception
     from vmha.virt.libvirt import driver as libvirt_driver
@@ -87,8 +87,7 @@ def main(argv=None):
     outbox = outbox_lib.Outbox(journal)
     sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
     try:
-        agent = service.AgentService.from_conf(conf, driver, journal,
-                                               outbox, sender)
+        agent = agent_lib.build(conf, driver, journal, outbox, sender)
     except vmha.conf.ConfigError as error:
         return _fail('configuration error: %s' % error, 2)
     agent.handle_signals()
@@ -140,11 +139,11 @@ def _demo_defaults(conf):
 def _demo(conf):
     """The --demo branch: the agent, with the demo's driver and a sink
     that prints, through the story of ``vmha.demo``."""
+    from vmha import agent as agent_lib
     from vmha import demo
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
-    from vmha.manager import service
     from vmha.virt import exception
 
     if not conf.debug:
@@ -168,8 +167,7 @@ def _demo(conf):
     def make_agent(driver, sink):
         outbox = outbox_lib.Outbox(journal)
         sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
-        return service.AgentService.from_conf(conf, driver, journal, outbox,
-                                              sender)
+        return agent_lib.build(conf, driver, journal, outbox, sender)
     try:
         return demo.run(conf, fleet, make_agent)
     except exception.ConnectionFailed as error:
