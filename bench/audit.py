@@ -10,7 +10,7 @@ in-process ``test:///default`` driver, threading backend:
    vmha's options (``[database] path`` in a new temporary directory,
    ``[notifications] sinks = log``, ``[events] stopped_delay = 0``),
    ``LibvirtDriver.from_conf``, ``Journal``, ``Outbox``, the
-   ``OutboxSender`` (started) and ``AgentService.from_conf`` (its
+   ``OutboxSender`` (started) and ``vmha.agent.build`` (its
    ``Reporter``, ``StateStore``, ``Selector`` and ``PowerStateAudit``),
    then ``driver.init_host()``.  The ``FailureMonitor`` is *not*
    registered, so the event path never sees what the bench does; the
@@ -157,12 +157,12 @@ class Worker:
 
         from oslo_config import cfg
 
+        from vmha import agent as agent_lib
         from vmha import objects
         import vmha.conf
         from vmha.journal import db
         from vmha.journal import outbox as outbox_lib
         from vmha.journal import sender as sender_lib
-        from vmha.manager import service
         from vmha.notify import sinks
         from vmha.virt.libvirt import driver as libvirt_driver
 
@@ -188,8 +188,7 @@ class Worker:
         outbox = outbox_lib.Outbox(journal)
         sender = sender_lib.OutboxSender.from_conf(
             conf, outbox, sinks.load_sink(conf))
-        agent = service.AgentService.from_conf(conf, driver, journal,
-                                               outbox, sender)
+        agent = agent_lib.build(conf, driver, journal, outbox, sender)
         meter = TxMeter(journal, threading.get_ident())
         journal.transaction = meter
         return agent, journal, outbox, meter

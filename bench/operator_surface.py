@@ -3,7 +3,7 @@
 One process, threading backend, libvirt's in-process ``test:///default``
 driver holding ``--domains`` running domains (plus its own ``test``):
 
-1. the agent is built as ``vmha-agent`` builds it (``AgentService.from_conf``,
+1. the agent is built as ``vmha-agent`` builds it (``vmha.agent.build``,
    ``[notifications] sinks = log``, a temporary journal, the HTTP endpoint
    on a free loopback port, the guest-agent monitor off: the test driver
    has no agents), and the start-up audit has run;
@@ -41,12 +41,12 @@ def build_agent(tmp):
 
     from vmha import cmd
     cmd.select_backend('threading')
+    from vmha import agent as agent_lib
     from vmha import objects
     import vmha.conf
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
-    from vmha.manager import service
     from vmha.notify import sinks
     from vmha.virt.libvirt import driver as libvirt_driver
 
@@ -67,8 +67,7 @@ def build_agent(tmp):
     outbox = outbox_lib.Outbox(journal)
     sender = sender_lib.OutboxSender.from_conf(conf, outbox,
                                                sinks.load_sink(conf))
-    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
-                                           sender)
+    agent = agent_lib.build(conf, driver, journal, outbox, sender)
     from vmha import concurrency
     from vmha.api import http as http_api
     endpoint = http_api.HttpEndpoint(agent, concurrency.get('threading'),

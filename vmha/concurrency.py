@@ -7,9 +7,6 @@ work with or without monkey patching, so tests never patch); under
 ``threading`` native threads.  Code that must block in C (libvirt's event
 loop) does not use this: see ``EventHandler.start_native_thread``.
 
-``serve_wsgi`` serves a WSGI application (the local HTTP endpoint):
-wsgiref with a native thread per request, or eventlet.wsgi.
-
 ``NativePool`` runs many blocking calls at once on native threads (the
 guest-agent pings) and hands their results back to one task of the
 backend through a ``WakeupPipe``; the task never blocks a hub.
@@ -20,8 +17,6 @@ import collections
 import logging
 import os
 import select
-import socket
-import socketserver
 import threading
 import time
 
@@ -129,28 +124,6 @@ class ThreadingBackend:
     def wait_readable(self, fd, timeout):
         select.select([fd], [], [], timeout)
 
-    def serve_wsgi(self, app, host, port):
-        """Serve ``app`` on (host, port), a thread per request; returns a
-        ``WSGIServer`` (``port``, ``stop()``).  Raises OSError."""
-        from wsgiref import simple_server
-
-        class Server(socketserver.ThreadingMixIn, simple_server.WSGIServer):
-            daemon_threads = True
-            address_family = _family(host)
-
-        class Handler(simple_server.WSGIRequestHandler):
-            def log_message(self, format, *args):
-                LOG.debug('%s %s', self.address_string(), format % args)
-
-        server = simple_server.make_server(host, port, app, Server, Handler)
-        thread = self.native_thread(server.serve_forever, 'vmha-http')
-
-        def stop():
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
-        return WSGIServer(server.server_address[1], stop)
-
 
 class EventletBackend:
     name = 'eventlet'
@@ -208,53 +181,6 @@ class EventletBackend:
                             timeout_exc=eventlet_timeout.Timeout)
         except eventlet_timeout.Timeout:
             pass
-
-    def serve_wsgi(self, app, host, port):
-        """Serve ``app`` on (host, port) from a greenthread, a greenthread
-        per request (eventlet's own sockets: no monkey patching needed).
-        Returns a ``WSGIServer``.  Raises OSError."""
-        import eventlet
-        from eventlet import wsgi
-        sock = eventlet.listen((host, port), family=_family(host))
-        greenthread = eventlet.spawn(
-            wsgi.server, sock, app, log=_WsgiLog(), log_output=False,
-            debug=False)
-
-        def stop():
-            greenthread.kill()
-            sock.close()
-        return WSGIServer(sock.getsockname()[1], stop)
-
-
-class WSGIServer:
-    """A running HTTP server: its ``port`` and ``stop()``."""
-
-    def __init__(self, port, stop):
-        self.port = port
-        self.stop = stop
-
-
-class _WsgiLog:
-    """eventlet.wsgi's log, into ours at DEBUG."""
-
-    def write(self, text):
-        LOG.debug('%s', text.rstrip())
-
-    def info(self, text, *args):
-        LOG.debug(text, *args)
-
-    def debug(self, text, *args):
-        LOG.debug(text, *args)
-
-    def error(self, text, *args):
-        LOG.error(text, *args)
-
-    def exception(self, text, *args):
-        LOG.exception(text, *args)
-
-
-def _family(host):
-    return socket.AF_INET6 if ':' in host else socket.AF_INET
 
 
 class Job:

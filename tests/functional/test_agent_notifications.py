@@ -11,12 +11,12 @@ import pytest
 
 from tests.conftest import BACKEND
 from tests.fixtures import sinks
+from vmha import agent as agent_lib
 from vmha import objects
 import vmha.conf
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
-from vmha.manager import service
 from vmha.virt.libvirt import driver as libvirt_driver
 
 pytestmark = pytest.mark.functional
@@ -37,8 +37,7 @@ def agent(tmp_path):
     conf.set_override('host', 'compute-1')
     conf.set_override('concurrency_backend', BACKEND)
     conf.set_override('connection_uri', 'test:///default', group='libvirt')
-    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
-                                           sender)
+    agent = agent_lib.build(conf, driver, journal, outbox, sender)
     agent.start()
     agent.sink, agent.outbox = sink, outbox
     yield agent

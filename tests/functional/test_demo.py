@@ -7,11 +7,14 @@ hang reported once each, a shutdown that is no failure, libvirtd lost and
 back.  These tests read its summary and exit status.
 """
 
+import importlib.util
 import logging
 import os
+import pathlib
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -19,6 +22,9 @@ from tests.conftest import BACKEND
 from vmha import demo
 from vmha import objects
 from vmha.cmd import agent
+from vmha.demo import embedded
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.functional
 
@@ -111,21 +117,17 @@ def test_status_table_after_each_step(story):
     assert re.search(r'db-1 .* reported .* guest_hung \d+s ago, open', out)
 
 
-def test_demo_fails_when_an_expected_failure_does_not_come(tmp_path):
-    result = run_demo(tmp_path, env={demo.TEST_HOOK: 'break-hang'})
-    assert result.returncode == 1, result.stdout + result.stderr
-    out = result.stdout
-    assert 'no failure reported for db-1 within' in out
-    last = out.rstrip().splitlines()[-1]
-    assert last == ("demo FAILED: db-1's hang was not reported (expected "
-                    "once, guest_hung)"), out
-    # The rest of the story still played.
-    assert 'decisions by cause: qemu_died 1' in summary(out)
+class FleetWhoseGuestDoesNotHang(embedded.EmbeddedFleet):
+    """The embedded fleet, but the hang step changes nothing."""
+
+    def hang(self, name):
+        return time.monotonic()
 
 
-def test_demo_branch_in_process(tmp_path, capsys):
+def demo_in_process(tmp_path, make_fleet=None):
     """vmha-agent's demo branch in this process, without main()'s
-    process-wide backend choice (the eventlet backend works unpatched)."""
+    process-wide backend choice (the eventlet backend works unpatched);
+    returns (exit status, what it printed)."""
     config = tmp_path / 'vmha.conf'
     config.write_text('[DEFAULT]\nconcurrency_backend = %s\n'
                       '[database]\npath = %s\n'
@@ -135,32 +137,60 @@ def test_demo_branch_in_process(tmp_path, capsys):
     logger = logging.getLogger('vmha')
     level = logger.level
     try:
-        status = agent._demo(conf)
+        return agent._demo(conf, make_fleet)
     finally:
         logger.setLevel(level)  # the demo quiets vmha's own log
+
+
+def test_demo_fails_when_an_expected_failure_does_not_come(tmp_path,
+                                                           capsys):
+    status = demo_in_process(tmp_path, FleetWhoseGuestDoesNotHang)
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert 'no failure reported for db-1 within' in out
+    last = out.rstrip().splitlines()[-1]
+    assert last == ("demo FAILED: db-1's hang was not reported (expected "
+                    "once, guest_hung)"), out
+    # The rest of the story still played.
+    assert 'decisions by cause: qemu_died 1' in summary(out)
+
+
+def test_demo_branch_in_process(tmp_path, capsys):
+    status = demo_in_process(tmp_path)
     out = capsys.readouterr().out
     assert status == 0, out
     assert 'decisions by cause: guest_hung 1, qemu_died 1' in summary(out)
     assert out.rstrip().endswith('\ndemo OK')
 
 
-def test_real_only_goes_with_demo(tmp_path):
+def test_real_vms_are_no_mode_of_vmha_agent(tmp_path):
+    # The real-VM fleet is the checkout's test bed: tools/demo.sh --real
+    # runs it (tools/demo_real.py); the product has no such option.
     result = subprocess.run(
-        [sys.executable, '-m', 'vmha.cmd.agent', '--real'],
+        [sys.executable, '-m', 'vmha.cmd.agent', '--demo', '--real'],
         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == ('vmha-agent: configuration error: '
-                                      '--real only goes with --demo')
+    assert 'unrecognized arguments: --real' in result.stderr
 
 
-def test_real_fleet_missing_is_one_readable_line(monkeypatch):
-    # An installed vmha without a checkout's tests/ (not what tests run
-    # from): make_fleet says so, and vmha-agent prints it as one line.
-    monkeypatch.setattr(demo, 'checkout_root', lambda: None)
-    monkeypatch.setitem(sys.modules, 'tests.integration.demo_fleet', None)
-    with pytest.raises(demo.FleetUnavailable) as raised:
-        demo.make_fleet(BACKEND, real=True)
-    message = str(raised.value)
-    assert '\n' not in message
-    assert message.startswith('the real-VM fleet is tests/integration/'
-                              'demo_fleet.py of a vmha checkout')
+def test_fleet_unavailable_is_one_readable_line(tmp_path, capsys):
+    class Unavailable(embedded.EmbeddedFleet):
+        def prepare(self):
+            raise demo.FleetUnavailable('this host has no KVM')
+
+    assert demo_in_process(tmp_path, Unavailable) == 1
+    assert capsys.readouterr().err == (
+        'vmha-agent: --demo: this host has no KVM\n')
+
+
+def test_tools_demo_real_hands_the_test_bed_fleet_to_the_agent():
+    spec = importlib.util.spec_from_file_location(
+        'demo_real', ROOT / 'tools' / 'demo_real.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    fleet = tool.make_fleet(BACKEND)  # defines nothing until prepare()
+    assert type(fleet).__name__ == 'RealFleet'
+    assert fleet.uri == 'qemu:///system'
+    defaults = fleet.conf_defaults()
+    assert defaults[('libvirt', 'connection_uri')] == fleet.uri
+    assert defaults[('guest_agent', 'interval')] == 2.0

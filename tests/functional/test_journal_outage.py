@@ -19,6 +19,7 @@ from tests.conftest import BACKEND
 from tests.conftest import backend_sleep
 from tests.fixtures import sinks
 from tests.fixtures import virt
+from vmha import agent as agent_lib
 from vmha import concurrency
 from vmha import objects
 import vmha.conf
@@ -29,7 +30,6 @@ from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
 from vmha.manager import selection
-from vmha.manager import service
 from vmha.manager import state
 
 pytestmark = pytest.mark.functional
@@ -80,8 +80,7 @@ def start_agent(journal, driver):
     outbox = outbox_lib.Outbox(journal)
     sink = sinks.RecordingSink()
     sender = sender_lib.OutboxSender(outbox, sink, BACKEND)
-    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
-                                           sender)
+    agent = agent_lib.build(conf, driver, journal, outbox, sender)
     agent.start()
     agent.sink = sink
     return agent

@@ -28,6 +28,7 @@ from tests.conftest import backend_sleep
 from tests.fixtures import fakelibvirt
 from tests.fixtures import sinks
 from tests.fixtures import virt
+from vmha import agent as agent_lib
 from vmha import concurrency
 from vmha import objects
 from vmha import systemd
@@ -37,7 +38,6 @@ import vmha.conf
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
-from vmha.manager import service
 from vmha.virt.libvirt import driver as libvirt_driver
 
 pytestmark = pytest.mark.functional
@@ -58,8 +58,7 @@ def start_agent(tmp_path, driver, **health):
     journal = db.Journal(str(tmp_path / 'vmha.sqlite'))
     outbox = outbox_lib.Outbox(journal)
     sender = sender_lib.OutboxSender(outbox, sinks.RecordingSink(), BACKEND)
-    agent = service.AgentService.from_conf(conf, driver, journal, outbox,
-                                           sender)
+    agent = agent_lib.build(conf, driver, journal, outbox, sender)
     endpoint = http_api.HttpEndpoint(agent, concurrency.get(BACKEND),
                                      '127.0.0.1', 0)
     agent.surfaces.append(endpoint)

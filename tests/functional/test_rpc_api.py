@@ -1,14 +1,17 @@
 """The agent's RPC API, client to server, over oslo.messaging's fake://.
 
 A real agent (libvirt's test:///default driver, journal, outbox, the
-RPC server ``AgentService.from_conf`` adds when ``[DEFAULT]
+RPC server ``vmha.agent.build`` adds when ``[DEFAULT]
 transport_url`` is set) answers ``vmha.rpcapi.AgentAPI``.  fake:// lives
-in one transport object, so the client uses the server's.  Calls go
-through the backend's ``run_blocking``: an RPC call waits on a native
-queue, which must not happen on the eventlet hub the agent runs on.
+in one transport object, so the client uses the server's.
+
+The agent here runs on the threading backend whatever this run's backend
+is: under eventlet, vmha-agent serves RPC only in a monkey patched
+process, which a test process must not be.  That configuration is tested
+on the real vmha-agent over RabbitMQ
+(``tests/integration/test_rpc_rabbitmq.py``).
 """
 
-import functools
 import json
 import logging
 import socket
@@ -19,8 +22,8 @@ from oslo_config import cfg
 import oslo_messaging
 import pytest
 
-from tests.conftest import BACKEND
 from tests.fixtures import sinks
+from vmha import agent as agent_lib
 from vmha import concurrency
 from vmha import objects
 from vmha import rpcapi
@@ -30,13 +33,13 @@ from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
 from vmha.manager import inventory
-from vmha.manager import service
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import driver as libvirt_driver
 
 pytestmark = pytest.mark.functional
 objects.register_all()
-RUN_BLOCKING = concurrency.get(BACKEND).run_blocking
+# The backend of the in-process agent (see the module's docstring).
+BACKEND = 'threading'
 HOST = 'compute-1'
 CTXT = {}
 SHUTOFF = 5  # libvirt's VIR_DOMAIN_SHUTOFF
@@ -81,7 +84,7 @@ class Agent:
         sender = sender_lib.OutboxSender(self.outbox, self.sink, BACKEND)
         driver = libvirt_driver.LibvirtDriver(
             'test:///default', backend=BACKEND, stopped_delay=0)
-        self.service = service.AgentService.from_conf(
+        self.service = agent_lib.build(
             make_conf(host, groups, **conf_options), driver, self.journal,
             self.outbox, sender)
         [self.rpc] = [surface for surface in self.service.surfaces
@@ -91,9 +94,9 @@ class Agent:
             client_transport or self.rpc.transport, timeout=10)
 
     def call(self, method, *args, ctxt=CTXT, **kwargs):
-        """``AgentAPI.<method>(ctxt, host, ...)``, off the eventlet hub."""
-        return RUN_BLOCKING(functools.partial(
-            getattr(self.client, method), ctxt, self.host, *args, **kwargs))
+        """``AgentAPI.<method>(ctxt, host, ...)``."""
+        return getattr(self.client, method)(ctxt, self.host, *args,
+                                            **kwargs)
 
     def monitoring_notifications(self, uuid):
         """The payload data of each instance.monitoring about ``uuid``,
@@ -315,9 +318,9 @@ def test_client_gives_up_on_an_unreachable_broker():
     client = rpcapi.AgentAPI(transport, timeout=1)
     started = time.monotonic()
     with pytest.raises(oslo_messaging.MessagingTimeout):
-        RUN_BLOCKING(client.get_status, CTXT, HOST)
+        client.get_status(CTXT, HOST)
     assert time.monotonic() - started < 1 + 2 * rpcapi.GRACE
-    assert RUN_BLOCKING(rpcapi.cleanup, transport) is False
+    assert rpcapi.cleanup(transport) is False
 
 
 def test_agent_starts_and_stops_promptly_while_the_broker_is_down(
@@ -462,3 +465,15 @@ def test_the_choice_follows_the_domain_to_another_agent(agents, boot,
             'metadata', who, 'compute-2', False)
     finally:
         destination.stop()
+
+
+def test_rpc_under_eventlet_needs_a_monkey_patched_process():
+    # A test process is never patched: its calls would block the hub on
+    # kombu's sockets, so the server refuses to start that way.
+    transport = rpcapi.get_transport(make_conf(transport_url='fake:/'))
+    try:
+        with pytest.raises(RuntimeError, match='monkey patched process'):
+            rpc_api.RpcServer(transport, service=None,
+                              backend=concurrency.get('eventlet'))
+    finally:
+        transport.cleanup()

@@ -1,4 +1,4 @@
-"""The demo's real fleet: ``vmha-agent --demo --real``.
+"""The demo's real fleet: ``tools/demo.sh --real`` (``tools/demo_real.py``).
 
 The same story as the embedded demo (``vmha.demo``), on the real-VM test
 bed of :mod:`tests.integration.testbed`: a libvirtd of its own on
@@ -36,7 +36,6 @@ class RealFleet:
     """The story's fleet on real VMs (``vmha.demo`` lists the interface).
 
     :param backend: the concurrency backend's name
-    :param break_hang: the hang step does nothing (a test hook)
     :param unavailable: the exception class to raise when the test bed
         cannot run here (``vmha.demo.FleetUnavailable``)
     """
@@ -61,9 +60,8 @@ class RealFleet:
                     'finds it'),
     }
 
-    def __init__(self, backend, break_hang=False, unavailable=RuntimeError):
+    def __init__(self, backend, unavailable=RuntimeError):
         self._backend = backend
-        self._break_hang = break_hang
         self._unavailable = unavailable
         self._session = contextlib.ExitStack()
         self.base_dir = None
@@ -115,6 +113,11 @@ class RealFleet:
             # Only the story's guests, whatever else runs here.
             ('monitoring', 'include_names'): [testbed.NAME_PREFIX + '*'],
             ('libvirt', 'reconnect_max_interval'): 2.0,
+            # libvirt waits whole seconds for a real guest agent, and a
+            # guest booting under TCG takes minutes to start qemu-ga.
+            ('guest_agent', 'interval'): 2.0,
+            ('guest_agent', 'timeout'): 1.0,
+            ('guest_agent', 'discovery_timeout'): 120.0,
         }
 
     def make_driver(self, conf):
@@ -135,8 +138,7 @@ class RealFleet:
         return self.domains.kill9_qemu(self._names[name])
 
     def hang(self, name):
-        if not self._break_hang:
-            self.domains.stop_qemu(self._names[name])
+        self.domains.stop_qemu(self._names[name])
         return time.monotonic()
 
     def shutdown(self, name):

@@ -14,11 +14,11 @@ import pytest
 
 from tests.conftest import BACKEND
 from tests.fixtures import sinks
+from vmha import agent as agent_lib
 import vmha.conf
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
-from vmha.manager import service
 from vmha.virt.libvirt import driver as libvirt_driver
 
 pytestmark = pytest.mark.realvm
@@ -48,7 +48,7 @@ class InProcessAgent:
         outbox = outbox_lib.Outbox(self.journal)
         self.sink = sinks.RecordingSink()
         sender = sender_lib.OutboxSender(outbox, self.sink, BACKEND)
-        self.service = service.AgentService.from_conf(
+        self.service = agent_lib.build(
             conf, self.driver, self.journal, outbox, sender)
         self.service.start()
 

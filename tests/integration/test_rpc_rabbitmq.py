@@ -3,17 +3,27 @@
 The agent (libvirt's test:///default driver, as in the functional tests)
 and the client live in this process, each with a transport of its own,
 so every call goes through the broker: a request queue per server,
-a reply queue per client.  Each test uses an exchange and a host name
-of its own, and deletes what it declared.
+a reply queue per client.  The in-process agent runs on the threading
+backend (``tests.functional.test_rpc_api``); the real ``vmha-agent``
+process answers too, on this run's backend (under eventlet a monkey
+patched process and oslo.messaging's eventlet executor, as operators run
+it).  Each test uses an exchange and a host name of its own, and deletes
+what it declared.
 """
 
 import contextlib
+import signal
+import subprocess
+import sys
+import time
 import uuid as uuid_lib
 
+import oslo_messaging
 import pytest
 
 from tests.functional.test_rpc_api import Agent
 from tests.functional.test_rpc_api import make_conf
+from tests.integration import pipeline
 from vmha import rpcapi
 from vmha.manager import inventory
 from vmha.virt.libvirt import api as libvirt_api
@@ -135,3 +145,62 @@ def test_disabled_over_rabbitmq_stays_disabled_after_restart(
     finally:
         domain.destroy()
         domain.undefine()
+
+
+def test_the_real_agent_answers_over_rabbitmq(rabbitmq, bus, tmp_path,
+                                              backend, wait_for):
+    exchange, host = bus
+    config = tmp_path / 'agent.conf'
+    config.write_text(
+        '[DEFAULT]\nhost = %s\nconcurrency_backend = %s\n'
+        'transport_url = %s\ncontrol_exchange = %s\nlog_file = %s\n'
+        '[libvirt]\nconnection_uri = test:///default\n'
+        '[database]\npath = %s\n[notifications]\nsinks = log\n'
+        '[health]\nport = 0\n[guest_agent]\nenabled = false\n'
+        % (host, backend, rabbitmq.transport_url, exchange,
+           tmp_path / 'agent.log', tmp_path / 'vmha.sqlite'))
+    agent = subprocess.Popen(
+        [sys.executable, '-m', 'vmha.cmd.agent', '--config-file',
+         str(config)], cwd=str(pipeline.REPO_ROOT),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    client_transport = rpcapi.get_transport(make_conf(
+        host, transport_url=rabbitmq.transport_url,
+        control_exchange=exchange))
+    client = rpcapi.AgentAPI(client_transport, timeout=2)
+    ctxt = {}
+    try:
+        def answers():
+            assert agent.poll() is None, agent.stderr.read()
+            try:
+                return client.get_status(ctxt, host)['host'] == host
+            except oslo_messaging.MessagingTimeout:
+                return False
+        wait_for(answers, timeout=60, what='vmha-agent to answer over RPC')
+
+        rows = {row['name']: row for row in
+                client.list_instances(ctxt, host)}
+        # test:///default's own domain, in the agent's process.
+        assert rows['test']['power_state'] == 'running'
+        assert client.get_instance(ctxt, host, 'test')['uuid'] == \
+            rows['test']['uuid']
+        with pytest.raises(inventory.InstanceNotFound):
+            client.get_instance(ctxt, host, 'no-such-vm')
+        result = rpcapi.AgentAPI(client_transport, timeout=30).run_audit(
+            ctxt, host, timeout=20)
+        assert result['runs'] >= 2  # the start-up audit, then this one
+        row = client.set_monitoring(ctxt, host, 'test', False,
+                                    reason='disk replacement')
+        assert row['monitoring'] == 'disabled'
+        assert client.get_instance(ctxt, host, 'test')['monitoring'] == \
+            'disabled'
+
+        agent.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        assert agent.wait(timeout=30) == 0, agent.stderr.read()
+        assert time.monotonic() - stopping < 15
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        client_transport.cleanup()

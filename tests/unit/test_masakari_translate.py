@@ -5,6 +5,7 @@ import datetime
 
 import pytest
 
+from vmha.manager import decisions
 from vmha.masakari import translate
 from vmha.objects import instance as instance_objects
 
@@ -49,6 +50,13 @@ def test_every_pair_masakari_recovers_is_forwarded(event, vir_domain_event):
     assert body['notification']['payload']['event'] == event
     assert body['notification']['payload']['vir_domain_event'] == (
         vir_domain_event)
+
+
+def test_policy_asks_for_recovery_with_exactly_what_masakari_recovers():
+    # decisions names the pairs itself (policy does not import delivery):
+    # a pair only one side knew would be a failure reported and never
+    # recovered, or an episode vmha forgets to open.
+    assert decisions.RECOVERY == translate.RECOVERABLE
 
 
 @pytest.mark.parametrize('event,vir_domain_event', [

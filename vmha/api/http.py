@@ -1,7 +1,7 @@
 """The local HTTP endpoint: /healthz, /metrics and /status.
 
-A small WSGI application served by the concurrency backend
-(``serve_wsgi``: wsgiref threads, or eventlet.wsgi greenthreads), on the
+A small WSGI application served on the concurrency backend
+(``vmha.api.wsgi``: wsgiref threads, or eventlet.wsgi greenthreads), on the
 loopback by default.  Nothing here waits on the event dispatcher:
 /healthz reads timestamps; /status and /metrics make one local libvirt
 call, off the eventlet hub.
@@ -21,6 +21,7 @@ import http
 import json
 import logging
 
+from vmha.api import wsgi
 from vmha.manager import metrics as metrics_lib
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class HttpEndpoint:
 
     def start(self):
         try:
-            self._server = self._backend.serve_wsgi(self.app, *self._address)
+            self._server = wsgi.serve(self._backend, self.app,
+                                       *self._address)
         except OSError as error:
             raise EndpointError('cannot listen on %s port %d: %s (see %s)'
                                 % (self._address[0], self._address[1],

@@ -12,21 +12,18 @@ down, oslo.messaging's rabbit driver retries creating the listener for
 ever, so the server starts on a task of its own, and ``stop`` waits a
 bounded time.
 
-Where endpoint methods run:
+Where endpoint methods run, in the two configurations ``vmha-agent``
+runs in:
 
 * ``threading``: oslo.messaging's threading executor (native threads).
-* ``eventlet``, monkey patched (``vmha-agent``): its eventlet executor,
-  greenthreads on the hub, like every other task of the agent.
-* ``eventlet`` without monkey patching (tests, embedding): oslo.messaging
-  polls and dispatches on native threads, which must not touch the hub
-  (the inventory's libvirt calls go through ``tpool``, the journal and
-  selector are the hub's).  Each call is handed to a greenthread on the
-  hub (``_HubCalls``) and the executor thread waits for its result.
+* ``eventlet``: its eventlet executor, greenthreads on the hub, like
+  every other task of the agent.  ``vmha-agent`` monkey patches the
+  process (``vmha.cmd.select_backend``) before anything opens a socket;
+  an unpatched process cannot serve RPC under eventlet (kombu's sockets
+  would block the hub), and ``RpcServer`` refuses it.
 """
 
-import _queue
 import logging
-import threading
 import time
 
 from oslo_config import cfg
@@ -51,8 +48,6 @@ class AgentEndpoint:
 
     :param service: the ``AgentService`` (inventory, audit, status)
     :param backend: the ``vmha.concurrency`` backend
-    :param run: how to run a call from an executor thread (``_HubCalls``
-        without monkey patching under eventlet; default: directly)
     :param allow_changes: whether ``set_monitoring`` may change anything
         (``[rpc] allow_changes``)
     """
@@ -60,22 +55,21 @@ class AgentEndpoint:
     target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
                                    version='1.0')
 
-    def __init__(self, service, backend, run=None, allow_changes=True):
+    def __init__(self, service, backend, allow_changes=True):
         self._service = service
         self._backend = backend
-        self._run = run or (lambda function, *args: function(*args))
         self._allow_changes = allow_changes
 
     def list_instances(self, ctxt):
-        return self._run(self._service.inventory.instances)
+        return self._service.inventory.instances()
 
     @oslo_messaging.expected_exceptions(inventory.InstanceNotFound)
     def get_instance(self, ctxt, instance):
-        return self._run(self._service.inventory.instance, instance)
+        return self._service.inventory.instance(instance)
 
     @oslo_messaging.expected_exceptions(rpcapi.AuditTimeout)
     def run_audit(self, ctxt, timeout=60):
-        return self._run(self._run_audit, timeout)
+        return self._run_audit(timeout)
 
     @oslo_messaging.expected_exceptions(inventory.InstanceNotFound,
                                         ValueError, rpcapi.ChangesRefused)
@@ -94,11 +88,11 @@ class AgentEndpoint:
         if reason is not None and not isinstance(reason, str):
             raise ValueError('reason must be text or null, not %r'
                              % (reason,))
-        return self._run(self._service.inventory.set_monitoring, instance,
-                         enabled, reason, who)
+        return self._service.inventory.set_monitoring(instance, enabled,
+                                                      reason, who)
 
     def get_status(self, ctxt):
-        return self._run(self._service.status)
+        return self._service.status()
 
     def _run_audit(self, timeout):
         """Request an audit and wait until one that started after the
@@ -135,24 +129,23 @@ class RpcServer:
     :param service: the ``AgentService``
     :param backend: the ``vmha.concurrency`` backend
     :param allow_changes: ``[rpc] allow_changes``
+    :raises RuntimeError: under eventlet without monkey patching
     """
 
     def __init__(self, transport, service, backend, allow_changes=True):
+        if backend.name == 'eventlet' and not _monkey_patched():
+            raise RuntimeError(
+                'the RPC API under the eventlet backend needs a monkey '
+                'patched process, as vmha-agent makes it')
         self.transport = transport
         self._service = service
         self._backend = backend
-        self._hub_calls = None
-        executor = backend.name
-        if _unpatched_eventlet(backend):
-            executor = 'threading'
-            self._hub_calls = _HubCalls(backend)
-        self.endpoint = AgentEndpoint(
-            service, backend, self._hub_calls.run if self._hub_calls
-            else None, allow_changes=allow_changes)
+        self.endpoint = AgentEndpoint(service, backend,
+                                      allow_changes=allow_changes)
         self.target = oslo_messaging.Target(topic=rpcapi.TOPIC,
                                             server=service.host)
         self._server = oslo_messaging.get_rpc_server(
-            transport, self.target, [self.endpoint], executor=executor,
+            transport, self.target, [self.endpoint], executor=backend.name,
             access_policy=oslo_messaging.DefaultRPCAccessPolicy)
         self._starting = None
 
@@ -182,8 +175,6 @@ class RpcServer:
                     and self._starting.error is None)
 
     def start(self):
-        if self._hub_calls is not None:
-            self._hub_calls.start()
         self._starting = _Background(self._backend, self._start_server,
                                      'vmha-rpc-start')
         LOG.info('RPC API on topic %s, server %s: connecting to the '
@@ -205,26 +196,21 @@ class RpcServer:
         starting, self._starting = self._starting, None
         if starting is None:
             return
-        try:
-            if not starting.done:
-                # oslo.messaging's stop() waits for start() to return,
-                # which it may never do while the broker is down.
-                LOG.warning('RPC API never reached the message bus; its '
-                            'connection attempts are abandoned')
+        if not starting.done:
+            # oslo.messaging's stop() waits for start() to return, which
+            # it may never do while the broker is down.
+            LOG.warning('RPC API never reached the message bus; its '
+                        'connection attempts are abandoned')
+            return
+        if starting.error is None:
+            stopping = _Background(self._backend, self._stop_server,
+                                   'vmha-rpc-stop')
+            if not stopping.wait(timeout):
+                LOG.warning('RPC API did not stop within %gs (calls still '
+                            'running, or the message bus unreachable); '
+                            'going on without it', timeout)
                 return
-            if starting.error is None:
-                stopping = _Background(self._backend, self._stop_server,
-                                       'vmha-rpc-stop')
-                if not stopping.wait(timeout):
-                    LOG.warning('RPC API did not stop within %gs (calls '
-                                'still running, or the message bus '
-                                'unreachable); going on without it',
-                                timeout)
-                    return
-            self.transport.cleanup()
-        finally:
-            if self._hub_calls is not None:
-                self._hub_calls.stop()
+        self.transport.cleanup()
 
     def _stop_server(self):
         try:
@@ -237,20 +223,15 @@ class RpcServer:
 
 
 class _Background:
-    """``function()`` on a task of its own, where it may block: a native
-    thread when the eventlet hub is not monkey patched (kombu's sockets
-    would block it), else a task of the backend.  ``wait`` polls, so the
-    hub goes on meanwhile."""
+    """``function()`` on a task of the backend, where it may block;
+    ``wait`` polls, so the hub goes on meanwhile."""
 
     def __init__(self, backend, function, name):
         self._backend = backend
         self._function = function
         self.done = False
         self.error = None
-        if _unpatched_eventlet(backend):
-            backend.native_thread(self._run, name)
-        else:
-            backend.spawn(self._run, name=name)
+        backend.spawn(self._run, name=name)
 
     def _run(self):
         try:
@@ -267,98 +248,7 @@ class _Background:
         return self.done
 
 
-class _HubCalls:
-    """Runs calls from native threads on greenthreads of the eventlet hub.
-
-    The reverse of ``concurrency.NativePool``: ``run`` (on a native
-    thread) queues the call, wakes the hub through a ``WakeupPipe`` and
-    waits on a native event; one greenthread reads the queue and spawns a
-    greenthread per call.  At most the executor's threads
-    (``[DEFAULT] executor_thread_pool_size``) wait at once, so at most as
-    many calls run.
-    """
-
-    def __init__(self, backend):
-        self._backend = backend
-        self._calls = _queue.SimpleQueue()
-        self._lock = backend.native_lock()
-        self._pipe = None
-        self._running = False
-
-    def start(self):
-        self._pipe = self._backend.pipe()
-        self._running = True
-        self._backend.spawn(self._serve, name='vmha-rpc-hub')
-
-    def stop(self):
-        with self._lock:
-            if self._running:
-                self._running = False
-                self._pipe.wake()
-
-    def run(self, function, *args):
-        call = _Call(function, args)
-        # Queued only while the hub task serves, so that none is left
-        # behind, and the pipe is never written once closed.
-        with self._lock:
-            accepted = self._running
-            if accepted:
-                self._calls.put(call)
-                self._pipe.wake()
-        if not accepted:
-            raise RuntimeError('the agent is stopping')
-        call.done.wait()
-        if call.error is not None:
-            raise call.error
-        return call.result
-
-    def _serve(self):
-        while self._running:
-            self._backend.wait_readable(self._pipe.read_fd, 1.0)
-            self._pipe.drain()
-            for call in self._take():
-                self._backend.spawn(call.run, name='vmha-rpc-call')
-        for call in self._take():
-            call.fail(RuntimeError('the agent is stopping'))
-        self._pipe.close()
-
-    def _take(self):
-        calls = []
-        while True:
-            try:
-                calls.append(self._calls.get_nowait())
-            except _queue.Empty:
-                return calls
-
-
-class _Call:
-    __slots__ = ('function', 'args', 'result', 'error', 'done')
-
-    def __init__(self, function, args):
-        self.function = function
-        self.args = args
-        self.result = None
-        self.error = None
-        self.done = threading.Event()  # native: waited on off the hub
-
-    def run(self):
-        try:
-            self.result = self.function(*self.args)
-        except BaseException as error:  # re-raised on the caller's thread
-            self.error = error
-        finally:
-            self.done.set()
-
-    def fail(self, error):
-        self.error = error
-        self.done.set()
-
-
-def _unpatched_eventlet(backend):
-    """Whether this is eventlet without monkey patching: native threads
-    (oslo.messaging's) must then keep off the hub, and the hub off
-    blocking sockets."""
-    if backend.name != 'eventlet':
-        return False
+def _monkey_patched():
     from eventlet import patcher
-    return not patcher.is_monkey_patched('thread')
+    return patcher.is_monkey_patched('thread') and \
+        patcher.is_monkey_patched('socket')

@@ -2,8 +2,9 @@
 
 ``vmha-agent --demo`` runs the whole agent through a short scripted story
 (a crash, a hang, a shutdown, a libvirtd restart) on libvirt's
-daemon-less ``test:///default`` driver and prints it as it happens;
-``--demo --real`` plays it on the real-VM test bed (``vmha.demo``).
+daemon-less ``test:///default`` driver and prints it as it happens
+(``vmha.demo``).  ``tools/demo.sh --real`` plays it on the real-VM test
+bed of a checkout, through ``main``'s ``demo_fleet``.
 """
 
 import logging
@@ -25,13 +26,6 @@ cli_opts = [
                      'down, libvirtd restarts. Every event and notification '
                      'is printed; exit 0 only if exactly the crash and the '
                      'hang were reported, once each.'),
-    cfg.BoolOpt('real',
-                default=False,
-                help='With --demo: play the story on real QEMU guests '
-                     'running qemu-ga under a private libvirtd, built by '
-                     'the integration test bed (tests/integration/'
-                     'testbed.py; run as root from a vmha checkout; boots '
-                     'under TCG take minutes).'),
 ]
 
 
@@ -42,15 +36,16 @@ def parse_config(argv, prog='vmha-agent'):
     conf.register_cli_opts(cli_opts)
     log.register_options(conf)
     conf(argv, project='vmha', prog=prog)
-    if conf.real and not conf.demo:
-        raise vmha.conf.ConfigError('--real only goes with --demo')
     if conf.demo:
         _demo_defaults(conf)
     vmha.conf.validate(conf)
     return conf
 
 
-def main(argv=None):
+def main(argv=None, demo_fleet=None):
+    """:param demo_fleet: with ``--demo``, ``callable(backend name)``
+        returning the fleet the story plays on (default: the embedded
+        one, ``vmha.demo.make_fleet``)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         conf = parse_config(argv)
@@ -60,6 +55,7 @@ def main(argv=None):
     cmd.select_backend(conf.concurrency_backend)
     log.setup(conf, 'vmha')
 
+    from vmha import agent as agent_lib
     from vmha import concurrency
     from vmha import objects
     from vmha import systemd
@@ -67,14 +63,13 @@ def main(argv=None):
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
-    from vmha.manager import service
     from vmha.notify import sinks
     from vmha.virt import exception
     from vmha.virt.libvirt import driver as libvirt_driver
 
     objects.register_all()
     if conf.demo:
-        return _demo(conf)
+        return _demo(conf, demo_fleet)
     driver = libvirt_driver.LibvirtDriver.from_conf(conf)
     try:
         journal = db.Journal.from_conf(conf)
@@ -87,8 +82,7 @@ def main(argv=None):
     outbox = outbox_lib.Outbox(journal)
     sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
     try:
-        agent = service.AgentService.from_conf(conf, driver, journal,
-                                               outbox, sender)
+        agent = agent_lib.build(conf, driver, journal, outbox, sender)
     except vmha.conf.ConfigError as error:
         return _fail('configuration error: %s' % error, 2)
     agent.handle_signals()
@@ -127,24 +121,26 @@ def _demo_defaults(conf):
     conf.set_default('path', os.path.join(
         tempfile.mkdtemp(prefix='vmha-demo-'), 'vmha.sqlite'),
         group='database')
-    # A hang is reported within seconds.  libvirt waits whole seconds
-    # for a real guest agent: the real fleet needs a longer interval.
-    interval, timeout = (2.0, 1.0) if conf.real else (1.0, 0.5)
-    conf.set_default('interval', interval, group='guest_agent')
-    conf.set_default('timeout', timeout, group='guest_agent')
+    # A hang is reported within seconds (a fleet of real guests sets
+    # longer times in its conf_defaults).
+    conf.set_default('interval', 1.0, group='guest_agent')
+    conf.set_default('timeout', 0.5, group='guest_agent')
     conf.set_default('failure_threshold', 2, group='guest_agent')
-    conf.set_default('discovery_timeout', 5.0 if not conf.real else 120.0,
-                     group='guest_agent')
+    conf.set_default('discovery_timeout', 5.0, group='guest_agent')
 
 
-def _demo(conf):
+def _demo(conf, make_fleet=None):
     """The --demo branch: the agent, with the demo's driver and a sink
-    that prints, through the story of ``vmha.demo``."""
+    that prints, through the story of ``vmha.demo``.
+
+    :param make_fleet: ``callable(backend name)`` returning the fleet
+        (default ``vmha.demo.make_fleet``)
+    """
+    from vmha import agent as agent_lib
     from vmha import demo
     from vmha.journal import db
     from vmha.journal import outbox as outbox_lib
     from vmha.journal import sender as sender_lib
-    from vmha.manager import service
     from vmha.virt import exception
 
     if not conf.debug:
@@ -152,11 +148,10 @@ def _demo(conf):
         # everything twice.
         logging.getLogger('vmha').setLevel(logging.ERROR)
     try:
-        fleet = demo.make_fleet(conf.concurrency_backend, real=conf.real)
+        fleet = (make_fleet or demo.make_fleet)(conf.concurrency_backend)
         fleet.prepare()
     except demo.FleetUnavailable as error:
-        return _fail('--demo%s: %s' % (' --real' if conf.real else '',
-                                       error))
+        return _fail('--demo: %s' % error)
     for (group, name), value in fleet.conf_defaults().items():
         conf.set_default(name, value, group=group)
     try:
@@ -168,8 +163,7 @@ def _demo(conf):
     def make_agent(driver, sink):
         outbox = outbox_lib.Outbox(journal)
         sender = sender_lib.OutboxSender.from_conf(conf, outbox, sink)
-        return service.AgentService.from_conf(conf, driver, journal, outbox,
-                                              sender)
+        return agent_lib.build(conf, driver, journal, outbox, sender)
     try:
         return demo.run(conf, fleet, make_agent)
     except exception.ConnectionFailed as error:

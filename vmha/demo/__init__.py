@@ -14,8 +14,10 @@ Fleets.  The story drives a *fleet*; two have the same small interface:
 * ``embedded.EmbeddedFleet`` (the default): libvirt's daemon-less
   test:///default driver in this process, with what it lacks (QEMU,
   guest agents, libvirtd) simulated at vmha's edge;
-* ``tests/integration/demo_fleet.py`` (``--demo --real``): real libvirtd
-  and QEMU guests running qemu-ga, from the integration test bed.
+* ``tests/integration/demo_fleet.py`` (``tools/demo.sh --real``, from a
+  checkout): real libvirtd and QEMU guests running qemu-ga, from the
+  integration test bed.  The product never imports the test tree:
+  ``tools/demo_real.py`` hands that fleet to ``vmha.cmd.agent.main``.
 
 Interface: ``uri``, ``title``, ``notes`` (step -> what the fleet really
 does), ``boot_timeout``, ``hang_timeout``, ``shutdown_timeout``
@@ -26,13 +28,8 @@ does), ``boot_timeout``, ``hang_timeout``, ``shutdown_timeout``
 ``shutdown(name)``, ``drop_libvirt()``, ``recover(name)``,
 ``restore_libvirt()`` (those but ``recover`` return the monotonic time
 they happened) and ``close()``.
-
-Test hook: with ``VMHA_DEMO_TEST_HOOK=break-hang`` in the environment the
-hang step changes nothing, so the story must end in "demo FAILED".
 """
 
-import os
-import pathlib
 import sys
 
 from vmha import concurrency
@@ -40,55 +37,14 @@ from vmha.demo import embedded
 from vmha.demo import show
 from vmha.demo import story as story_lib
 
-TEST_HOOK = 'VMHA_DEMO_TEST_HOOK'
-
 
 class FleetUnavailable(Exception):
     """The fleet cannot run here; the message says why, in one line."""
 
 
-def make_fleet(backend, real=False):
-    """The embedded fleet, or with ``real`` the test bed's.
-
-    Raises FleetUnavailable.
-    """
-    break_hang = os.environ.get(TEST_HOOK) == 'break-hang'
-    if not real:
-        return embedded.EmbeddedFleet(backend, break_hang=break_hang)
-    demo_fleet = _import_real_fleet()
-    return demo_fleet.RealFleet(backend, break_hang=break_hang,
-                                unavailable=FleetUnavailable)
-
-
-def checkout_root():
-    """The vmha checkout this vmha runs from (an editable install), if
-    it has the real-VM fleet; else None."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    if (root / 'tests' / 'integration' / 'demo_fleet.py').is_file():
-        return root
-    return None
-
-
-def _import_real_fleet():
-    try:
-        from tests.integration import demo_fleet
-        return demo_fleet
-    except ImportError as error:
-        first_error = error
-    root = checkout_root()
-    if root is not None and str(root) not in sys.path:
-        # The console script does not run from the checkout: add it.
-        sys.path.insert(0, str(root))
-        try:
-            from tests.integration import demo_fleet
-            return demo_fleet
-        except ImportError as error:
-            first_error = error
-    raise FleetUnavailable(
-        "the real-VM fleet is tests/integration/demo_fleet.py of a vmha "
-        "checkout, and this vmha (%s) has none that imports (%s): run "
-        "the vmha-agent of a checkout's editable install (tools/setup.sh)"
-        % (pathlib.Path(__file__).resolve().parents[1], first_error))
+def make_fleet(backend):
+    """The embedded fleet on the concurrency backend called ``backend``."""
+    return embedded.EmbeddedFleet(backend)
 
 
 def run(conf, fleet, make_agent, out=None):

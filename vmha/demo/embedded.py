@@ -235,10 +235,9 @@ class EmbeddedFleet:
                     'which vmha does not watch: nobody tells vmha'),
     }
 
-    def __init__(self, backend, break_hang=False):
+    def __init__(self, backend):
         self._backend = concurrency.get(backend)
         self.simulation = SimulatedHost(self._backend.native_sleep)
-        self._break_hang = break_hang
         self._driver = None
         self._conn = None
         self._domains = {}
@@ -312,8 +311,7 @@ class EmbeddedFleet:
         return crashed
 
     def hang(self, name):
-        if not self._break_hang:
-            self.simulation.hang(self._domains[name].uuid)
+        self.simulation.hang(self._domains[name].uuid)
         return time.monotonic()
 
     def shutdown(self, name):

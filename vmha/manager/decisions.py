@@ -14,14 +14,18 @@ are never failures: they are only recorded as lifecycle notifications.
 
 import collections
 
-from vmha.masakari import translate
 from vmha.objects import fields
 from vmha.virt import event as ev
 from vmha.virt import power_state
 
-# Pairs Masakari's engine recovers (translate.RECOVERABLE lists them all).
+# The pairs of a failure that calls for recovery.  They are the three
+# Masakari's engine acts on (``vmha.masakari.translate.RECOVERABLE``, a
+# unit test keeps the two equal); policy names them here and does not
+# import the delivery side.
 QEMU_DIED = ('LIFECYCLE', 'STOPPED_FAILED')
 IO_ERROR = ('IO_ERROR', 'IO_ERROR_REPORT')
+GUEST_HUNG = ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
+RECOVERY = frozenset([QEMU_DIED, IO_ERROR, GUEST_HUNG])
 
 Verdict = collections.namedtuple(
     'Verdict', ['cause', 'event', 'vir_domain_event', 'evidence',
@@ -37,8 +41,9 @@ Cause = fields.FailureCause
 
 
 def recoverable(verdict):
-    """True if Masakari acts on this verdict's pair."""
-    return translate.is_recoverable(verdict.event, verdict.vir_domain_event)
+    """True if this verdict's pair calls for recovery (Masakari acts on
+    it)."""
+    return (verdict.event, verdict.vir_domain_event) in RECOVERY
 
 
 def _verdict(cause, pair, evidence, needs_stopped=False):

@@ -8,9 +8,10 @@ lifecycle, job completion, migration iteration and device removal.
 Every instance event carries the libvirt numbers it came from (event id,
 event code, detail code) and their readable names.  The numbers are libvirt's
 stable ABI, so the names table below needs no libvirt import; the strings are
-the vocabulary Masakari and masakari-monitors use (``event`` = ``LIFECYCLE``,
-``vir_domain_event`` = ``STOPPED_FAILED``).  A code vmha does not know becomes
-``UNKNOWN_<n>`` instead of an error.
+libvirt's own names, upper case: the event id's (``event_name`` =
+``LIFECYCLE``) and the code's with its detail (``vir_domain_event`` =
+``STOPPED_FAILED``).  A code vmha does not know becomes ``UNKNOWN_<n>``
+instead of an error.
 """
 
 import time
@@ -188,7 +189,7 @@ AGENT_STATE_NAMES = {AGENT_STATE_CONNECTED: 'CONNECTED',
                      AGENT_STATE_DISCONNECTED: 'DISCONNECTED'}
 AGENT_REASON_NAMES = ('UNKNOWN', 'DOMAIN_STARTED', 'CHANNEL')
 
-# The detail name Masakari gets for events that have no detail of their own.
+# The detail name of events that have no detail of their own.
 NO_DETAIL = 'UNKNOWN'
 
 
@@ -215,7 +216,8 @@ def event_id_name(event_id):
 
 
 def lifecycle_name(code, detail):
-    """The Masakari-style ``<EVENT>_<DETAIL>`` string: 'STOPPED_FAILED'."""
+    """The ``<EVENT>_<DETAIL>`` name of a lifecycle code and detail:
+    'STOPPED_FAILED'."""
     if code not in LIFECYCLE_NAMES:
         return unknown(code)
     return '%s_%s' % (LIFECYCLE_NAMES[code],
@@ -323,12 +325,12 @@ class InstanceEvent(Event):
 
     @property
     def event_name(self):
-        """Masakari's ``event`` field: 'LIFECYCLE', 'IO_ERROR', ..."""
+        """The event id's name: 'LIFECYCLE', 'IO_ERROR', ..."""
         return event_id_name(self.event_id)
 
     @property
     def vir_domain_event(self):
-        """Masakari's ``vir_domain_event`` field: 'STOPPED_FAILED', ..."""
+        """What happened, by name: 'STOPPED_FAILED', ..."""
         return NO_DETAIL
 
     def describe(self):

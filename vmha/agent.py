@@ -1,0 +1,88 @@
+"""The composition of vmha-agent: every part, wired in one place.
+
+``build`` makes the ``AgentService`` (``vmha.manager.service``) with the
+monitors ``conf`` asks for and the surfaces operators reach it by (the
+HTTP endpoint and the RPC server of ``vmha.api``).  It lives above both
+packages so that the arrows run one way: ``vmha.api`` knows the manager,
+the manager knows nothing of the API.  ``vmha-agent`` (``vmha.cmd``),
+the demo, the functional tests and the benchmarks all build the agent
+here, so they run the same wiring.
+"""
+
+from vmha import concurrency
+from vmha.api import http as http_api
+from vmha.api import rpc as rpc_api
+from vmha.manager import audit as audit_lib
+from vmha.manager import failure_monitor
+from vmha.manager import guest_monitor
+from vmha.manager import health as health_lib
+from vmha.manager import inventory as inventory_lib
+from vmha.manager import metrics as metrics_lib
+from vmha.manager import overrides
+from vmha.manager import rate_limit
+from vmha.manager import selection
+from vmha.manager import service as service_lib
+from vmha.manager import state
+
+
+def build(conf, driver, journal, outbox, sender):
+    """The agent service with its monitors and surfaces wired as ``conf``
+    says.  Raises ``vmha.conf.ConfigError`` for settings it cannot use.
+
+    :param driver: a ``vmha.virt.driver.VirtDriver``
+    :param journal: the open ``vmha.journal.db.Journal``
+    :param outbox: the ``Outbox`` on ``journal``
+    :param sender: the ``OutboxSender``, or None for no notifications
+    """
+    store = state.StateStore(journal)
+    reporter = failure_monitor.Reporter(
+        outbox, store, conf.host,
+        limiter=rate_limit.NotificationLimiter.from_conf(conf))
+    backend = concurrency.get(conf.concurrency_backend)
+    selector = selection.Selector.from_conf(conf, driver,
+                                            backend.run_blocking)
+    audit = audit_lib.PowerStateAudit(
+        driver, journal, reporter, selector, backend,
+        conf.audit.interval, settle_time=conf.audit.settle_time,
+        settle_interval=conf.audit.settle_interval, store=store)
+    monitor = failure_monitor.FailureMonitor(
+        driver, journal, reporter, selector,
+        conf.libvirt.connection_uri, on_resync=audit.request_settling,
+        run_blocking=backend.run_blocking, store=store, outbox=outbox)
+    metrics = metrics_lib.Metrics()
+    listeners = [metrics.listener, monitor]
+    guests = None
+    if conf.guest_agent.enabled:
+        guests = guest_monitor.GuestAgentMonitor.from_conf(
+            conf, driver, journal, reporter, selector, backend)
+        guests.observe_ping = metrics.observe_ping
+        listeners.append(guests)
+    # Last: the failure monitor still sees an undefined domain's
+    # choice when it handles the UNDEFINED event.
+    keeper = overrides.OverrideKeeper(
+        driver, overrides.OverrideStore(journal, outbox, conf.host),
+        selector, state_store=store,
+        run_blocking=backend.run_blocking)
+    listeners.append(keeper)
+    inventory = inventory_lib.Inventory(
+        driver, store, keeper, selector, guest_monitor=guests,
+        audit=audit, run_blocking=backend.run_blocking)
+    health = health_lib.HealthCheck(
+        driver, audit, conf.health.stall_timeout,
+        conf.health.disconnected_timeout, journal=journal,
+        guest_monitor=guests,
+        writers=[monitor] + ([guests] if guests else []))
+    # Events the journal refused are retried on the dispatcher.
+    driver.register_turnover_callback(monitor.retry_pending)
+    service = service_lib.AgentService(
+        driver, conf.host, sender=sender, listeners=listeners, audit=audit,
+        guest_monitor=guests, reporter=reporter, inventory=inventory,
+        health=health, metrics=metrics)
+    metrics.watch(service)
+    if conf.health.port:
+        service.surfaces.append(http_api.HttpEndpoint(
+            service, backend, conf.health.listen_host, conf.health.port))
+    rpc_server = rpc_api.RpcServer.from_conf(conf, service)
+    if rpc_server is not None:
+        service.surfaces.append(rpc_server)
+    return service
