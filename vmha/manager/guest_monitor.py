@@ -15,7 +15,7 @@ still out is not pinged again.  Each step handles the inbox, the finished
 calls and what is due, then writes every change of the step (states,
 notifications) in one journal transaction.  A transaction that fails
 keeps its changes for the next try (``vmha.journal.retry``); the loop
-wakes at least every ``HEARTBEAT`` seconds, so a stale ``last_step_at``
+wakes at least every ``HEARTBEAT`` seconds, so a stale ``last_turnover``
 means a wedged monitor (health's ``guest_agent`` check).
 
 Counting failures.  A first failure is counted when libvirt answers with
@@ -34,6 +34,7 @@ import logging
 import time
 
 from vmha import concurrency
+from vmha import supervision
 from vmha.journal import db
 from vmha.journal import retry
 from vmha.manager import decisions
@@ -117,7 +118,7 @@ class Watched:
             setattr(self, field, getattr(row, field))
 
 
-class GuestAgentMonitor:
+class GuestAgentMonitor(supervision.SupervisedLoop):
     """:param driver: the virt driver
     :param journal: the Journal
     :param reporter: the failure_monitor.Reporter (failure notifications
@@ -128,6 +129,9 @@ class GuestAgentMonitor:
     :param backend: the concurrency backend (spawn, native_sleep)
     :param defaults: the ``Settings`` from ``[guest_agent]``
     """
+
+    check_name = 'guest_agent'
+    description = 'guest-agent monitor loop'
 
     def __init__(self, driver, journal, reporter, selector, pool, backend,
                  defaults, discovery_timeout=300.0, action_budget=3,
@@ -164,7 +168,7 @@ class GuestAgentMonitor:
         self._task = None
         self.max_in_flight = pool.size
         self.pings_total = 0
-        self.last_step_at = clock()
+        self.init_turnover(clock)
         # callable(seconds) for each answered ping (the metrics histogram)
         self.observe_ping = None
 
@@ -236,10 +240,6 @@ class GuestAgentMonitor:
                        self._last_commit + WRITE_WINDOW)
         return max(0.0, min(due) - now)
 
-    def turnover_age(self):
-        """Seconds since the loop last stepped (health, metrics)."""
-        return self._clock() - self.last_step_at
-
     def pending_writes(self):
         """Changes kept because the journal refused them (0 otherwise)."""
         return len(self._writes) if self._retry.failures else 0
@@ -261,7 +261,7 @@ class GuestAgentMonitor:
     def step(self, jobs=()):
         """Handle events, finished calls and what is due; write once."""
         now = self._clock()
-        self.last_step_at = now
+        self.stamp_turnover()
         while self._inbox:
             self._on_event(self._inbox.popleft(), now)
         self._finish(list(jobs) + self._pool.collect())

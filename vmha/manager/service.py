@@ -95,10 +95,12 @@ class AgentService:
         inventory = inventory_lib.Inventory(
             driver, reporter.store, keeper, selector, guest_monitor=guests,
             audit=audit, run_blocking=backend.run_blocking)
+        # Every loop /healthz watches, in the order of its checks.
+        loops = [audit] + ([guests] if guests else []) + \
+            ([sender] if sender else [])
         health = health_lib.HealthCheck(
-            driver, audit, conf.health.stall_timeout,
+            driver, loops, conf.health.stall_timeout,
             conf.health.disconnected_timeout, journal=journal,
-            guest_monitor=guests,
             writers=[monitor] + ([guests] if guests else []))
         # Events the journal refused are retried on the dispatcher.
         driver.register_turnover_callback(monitor.retry_pending)
