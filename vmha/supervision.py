@@ -26,8 +26,8 @@ class SupervisedLoop:
     as it turns over.  ``health_details()`` adds fields to its check.
     """
 
-    check_name = None
-    description = None
+    check_name: str | None = None
+    description: str | None = None
     gates_watchdog = True
 
     def init_turnover(self, clock=time.monotonic):

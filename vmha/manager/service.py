@@ -40,11 +40,13 @@ class AgentService:
     :param listeners: callables registered on the driver, in order
     :param audit: the ``PowerStateAudit``, or None
     :param guest_monitor: the ``GuestAgentMonitor``, or None
+    :param monitors: every ``monitor.Monitor`` to start and stop (by
+        default the guest-agent monitor)
     """
 
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
                  guest_monitor=None, reporter=None, inventory=None,
-                 health=None, metrics=None):
+                 health=None, metrics=None, monitors=None):
         self.driver = driver
         self.host = host
         self.sender = sender
@@ -54,6 +56,11 @@ class AgentService:
         self.inventory = inventory
         self.health = health
         self.metrics = metrics
+        # The monitor.Monitor s: started after the audit, stopped in
+        # reverse before the driver's cleanup (see vmha.manager.monitor).
+        if monitors is None:
+            monitors = [guest_monitor] if guest_monitor else []
+        self.monitors = list(monitors)
         # Started after the monitors, stopped before them: the HTTP
         # endpoint, the RPC server, the systemd watchdog.
         self.surfaces = []
@@ -80,11 +87,13 @@ class AgentService:
         metrics = metrics_lib.Metrics()
         listeners = [metrics.listener, monitor]
         guests = None
+        monitors = []  # each a monitor.Monitor
         if conf.guest_agent.enabled:
             guests = guest_monitor.GuestAgentMonitor.from_conf(
                 conf, driver, journal, reporter, selector, backend)
             guests.observe_ping = metrics.observe_ping
             listeners.append(guests)
+            monitors.append(guests)
         # Last: the failure monitor still sees an undefined domain's
         # choice when it handles the UNDEFINED event.
         keeper = overrides.OverrideKeeper(
@@ -96,17 +105,17 @@ class AgentService:
             driver, reporter.store, keeper, selector, guest_monitor=guests,
             audit=audit, run_blocking=backend.run_blocking)
         # Every loop /healthz watches, in the order of its checks.
-        loops = [audit] + ([guests] if guests else []) + \
-            ([sender] if sender else [])
+        loops = [audit] + monitors + ([sender] if sender else [])
         health = health_lib.HealthCheck(
             driver, loops, conf.health.stall_timeout,
             conf.health.disconnected_timeout, journal=journal,
-            writers=[monitor] + ([guests] if guests else []))
+            writers=[monitor] + monitors)
         # Events the journal refused are retried on the dispatcher.
         driver.register_turnover_callback(monitor.retry_pending)
         service = cls(driver, conf.host, sender=sender, listeners=listeners,
                       audit=audit, guest_monitor=guests, reporter=reporter,
-                      inventory=inventory, health=health, metrics=metrics)
+                      inventory=inventory, health=health, metrics=metrics,
+                      monitors=monitors)
         metrics.watch(service)
         if conf.health.port:
             service.surfaces.append(http_api.HttpEndpoint(
@@ -150,8 +159,8 @@ class AgentService:
                  len(instances))
         if self.audit is not None:
             self.audit.start()
-        if self.guest_monitor is not None:
-            self.guest_monitor.start()
+        for monitor in self.monitors:
+            monitor.start()
         for surface in self.surfaces:
             surface.start()
 
@@ -179,8 +188,8 @@ class AgentService:
         for surface in reversed(self.surfaces):
             surface.stop()
         self.surfaces = []
-        if self.guest_monitor is not None:
-            self.guest_monitor.stop()
+        for monitor in reversed(self.monitors):
+            monitor.stop()
         self.driver.cleanup()
         if self.audit is not None:
             self.audit.stop()
