@@ -52,11 +52,13 @@ def build(conf, driver, journal, outbox, sender):
     metrics = metrics_lib.Metrics()
     listeners = [metrics.listener, monitor]
     guests = None
+    monitors = []  # each a monitor.Monitor
     if conf.guest_agent.enabled:
         guests = guest_monitor.GuestAgentMonitor.from_conf(
             conf, driver, journal, reporter, selector, backend)
         guests.observe_ping = metrics.observe_ping
         listeners.append(guests)
+        monitors.append(guests)
     # Last: the failure monitor still sees an undefined domain's
     # choice when it handles the UNDEFINED event.
     keeper = overrides.OverrideKeeper(
@@ -67,17 +69,18 @@ def build(conf, driver, journal, outbox, sender):
     inventory = inventory_lib.Inventory(
         driver, store, keeper, selector, guest_monitor=guests,
         audit=audit, run_blocking=backend.run_blocking)
+    # Every loop /healthz watches, in the order of its checks.
+    loops = [audit] + monitors + ([sender] if sender else [])
     health = health_lib.HealthCheck(
-        driver, audit, conf.health.stall_timeout,
+        driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,
-        guest_monitor=guests,
-        writers=[monitor] + ([guests] if guests else []))
+        writers=[monitor] + monitors)
     # Events the journal refused are retried on the dispatcher.
     driver.register_turnover_callback(monitor.retry_pending)
     service = service_lib.AgentService(
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
-        health=health, metrics=metrics)
+        health=health, metrics=metrics, monitors=monitors)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

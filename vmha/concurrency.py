@@ -22,11 +22,6 @@ import time
 
 LOG = logging.getLogger(__name__)
 
-# Longest a supervised loop sleeps, idle or not (seconds): a loop turns
-# over at least this often, so a stale turnover stamp means it is wedged.
-HEARTBEAT = 1.0
-
-
 def inline_run_blocking(function, *args):
     """Call ``function`` here and now: the ``run_blocking`` of callers
     given no backend (unit tests with the fake libvirt, tools)."""

@@ -25,7 +25,7 @@ def test_connection_lost_and_reconnected_get_through_a_full_queue():
     stayed green."""
     driver = virt.make_driver(queue_size=5)
     driver.init_host()
-    check = health.HealthCheck(driver, None, 20.0, 0.0, clock=driver.clock)
+    check = health.HealthCheck(driver, [], 20.0, 0.0)
     dom = driver.fake.add_domain('vm-1')
     for _ in range(5):
         driver.fake.fire_lifecycle(dom, STARTED, 0)

@@ -6,8 +6,8 @@ from vmha.manager import health
 
 
 def make(driver, disconnected_timeout=60.0, stall_timeout=20.0):
-    return health.HealthCheck(driver, None, stall_timeout,
-                              disconnected_timeout, clock=driver.clock)
+    return health.HealthCheck(driver, [], stall_timeout,
+                              disconnected_timeout)
 
 
 def test_a_lost_libvirt_connection_fails_healthz_only_past_its_bound():

@@ -61,8 +61,8 @@ class EventPath:
         self.driver.register_event_listener(self.monitor)
         self.driver.register_turnover_callback(self.monitor.retry_pending)
         self.health = health.HealthCheck(
-            self.driver, None, 20.0, 60.0, clock=self.clock,
-            journal=self.journal, writers=[self.monitor])
+            self.driver, [], 20.0, 60.0, journal=self.journal,
+            writers=[self.monitor])
         self.driver.init_host()
 
     def dispatch(self, seconds=0.0):
@@ -204,8 +204,7 @@ def test_a_hang_judged_while_the_journal_is_locked_is_reported_once_after(
     # The agent's 5 s lock wait, cut to 50 ms for the test.
     host.journal._conn.execute('PRAGMA busy_timeout = 50')
     check = health.HealthCheck(
-        host.driver, None, 20.0, 60.0, clock=host.clock,
-        journal=host.journal, guest_monitor=host.monitor,
+        host.driver, [host.monitor], 20.0, 60.0, journal=host.journal,
         writers=[host.monitor])
     step = GuestStep(host)
     dom = host.vm()
@@ -240,8 +239,7 @@ def test_a_hang_judged_while_the_journal_is_locked_is_reported_once_after(
 def test_a_guest_monitor_loop_that_stopped_turning_over_starves_the_watchdog(
         tmp_path):
     host = test_guest_monitor.Host(str(tmp_path / 'vmha.sqlite'))
-    check = health.HealthCheck(host.driver, None, 20.0, 60.0,
-                               clock=host.clock, guest_monitor=host.monitor)
+    check = health.HealthCheck(host.driver, [host.monitor], 20.0, 60.0)
     host.step()
     host.driver.host.handler.dispatch_pending()
     assert check.turning_over()

@@ -10,9 +10,12 @@ import pytest
 from tests.conftest import BACKEND
 from tests.conftest import backend_sleep
 from tests.fixtures import messages
+from tests.fixtures import virt
+from vmha import concurrency
 from vmha.journal import db
 from vmha.journal import outbox as outbox_mod
 from vmha.journal import sender as sender_mod
+from vmha.manager import health
 from vmha.notify import base
 
 
@@ -410,3 +413,29 @@ def test_sender_from_conf_uses_the_options(outbox, sink):
     assert [sender.run_once() for _ in range(3)] == [3.0, 3.0, 3.0]
     assert conf.database.path == '/var/lib/vmha/vmha.sqlite'
     assert conf.database.retention == 7 * 24 * 3600
+
+
+def test_healthz_shows_a_send_that_never_returns_but_feeds_the_watchdog(
+        outbox, sink, running, wait_for):
+    """The sender's loop has its own /healthz check: idle it turns over
+    every second whatever its poll interval; a send that never returns
+    fails the check, but does not starve the watchdog (a restart would
+    not make the sink answer)."""
+    sender = running(poll_interval=60)
+    check = health.HealthCheck(virt.make_driver(), [sender], 1.0, 60.0)
+    backend_sleep(1.5)
+    assert check.report()['checks']['outbox_sender']['ok']
+    assert check.report()['status'] == 'ok'
+
+    gate = concurrency.get(BACKEND).event()
+    sink.send = lambda message: gate.wait(30)
+    write(outbox, 1)
+    wait_for(lambda: not check.report()['checks']['outbox_sender']['ok'],
+             what='the stalled sender to fail its check')
+    assert check.report()['status'] == 'unhealthy'
+    assert check.problems()[0].startswith(
+        'outbox sender loop has not turned over for ')
+    assert check.turning_over()
+    gate.set()
+    wait_for(lambda: check.report()['checks']['outbox_sender']['ok'],
+             what='the sender to turn over again')

@@ -25,13 +25,14 @@ import time
 
 from vmha import backoff
 from vmha import concurrency
+from vmha import supervision
 from vmha.journal import db
 from vmha.notify import base
 
 LOG = logging.getLogger(__name__)
 
 
-class OutboxSender:
+class OutboxSender(supervision.SupervisedLoop):
     """Sends an ``Outbox`` through a ``vmha.notify.base.Sink``.
 
     :param outbox: a ``vmha.journal.outbox.Outbox``
@@ -50,6 +51,12 @@ class OutboxSender:
     (attempts that failed, sink or journal), ``last_error`` (text of the
     latest failure, None before any).
     """
+
+    check_name = 'outbox_sender'
+    description = 'outbox sender loop'
+    # A sink that is slow to answer holds it: restarting the agent would
+    # not help, so only /healthz shows it.
+    gates_watchdog = False
 
     def __init__(self, outbox, sink, backend, retry_min=0.5, retry_max=30.0,
                  batch_size=100, retention=7 * 24 * 3600, clock=time.time,
@@ -78,6 +85,7 @@ class OutboxSender:
         self._running = False
         self._stopping = False
         self._next_prune = 0.0
+        self.init_turnover(time.monotonic)
 
     @classmethod
     def from_conf(cls, conf, outbox, sink, **kwargs):
@@ -265,6 +273,7 @@ class OutboxSender:
     def _loop(self):
         try:
             while not self._stopping:
+                self.stamp_turnover()
                 try:
                     delay = self.run_once()
                     if time.monotonic() >= self._next_prune:
@@ -295,12 +304,15 @@ class OutboxSender:
         # new row during an outage would be one more immediate retry; the
         # rows are picked up when the backoff ends anyway.  stop() always
         # cuts it short.
+        # Awake every HEARTBEAT seconds, so a stale turnover means a send
+        # that does not return.
         deadline = time.monotonic() + timeout
         while not self._stopping:
+            self.stamp_turnover()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self._wakeup.wait(remaining):
+            if self._wakeup.wait(min(remaining, supervision.HEARTBEAT)):
                 self._wakeup.clear()
                 if wakeable:
                     return

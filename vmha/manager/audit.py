@@ -29,7 +29,7 @@ dispatch goes on meanwhile.
 import logging
 import time
 
-from vmha import concurrency
+from vmha import supervision
 from vmha.journal import db
 from vmha.manager import decisions
 from vmha.objects import fields
@@ -39,7 +39,7 @@ from vmha.virt import power_state
 LOG = logging.getLogger(__name__)
 
 
-class PowerStateAudit:
+class PowerStateAudit(supervision.SupervisedLoop):
     """:param driver: the virt driver
     :param journal: the Journal
     :param reporter: the failure_monitor.Reporter
@@ -51,6 +51,9 @@ class PowerStateAudit:
     :param settle_interval: ... every this many seconds
     :param store: the ``state.StateStore`` the audit compares with
     """
+
+    check_name = 'audit'
+    description = 'power-state audit loop'
 
     def __init__(self, driver, journal, reporter, selector, backend,
                  interval=60, settle_time=10.0, settle_interval=2.0,
@@ -71,10 +74,13 @@ class PowerStateAudit:
         self._running = False
         self._requested = False
         self.runs = 0
-        self.last_turnover = time.monotonic()
+        self.init_turnover(time.monotonic)
         self.last_duration = None
         self.last_run_at = None
         self.last_reported = None  # failures the last run reported
+
+    def health_details(self):
+        return {'runs': self.runs}
 
     def request(self):
         """Run as soon as possible (once, however often it is asked)."""
@@ -107,14 +113,14 @@ class PowerStateAudit:
     def _loop(self):
         due = None
         while self._running:
-            now = time.monotonic()
-            self.last_turnover = now
+            self.stamp_turnover()
+            now = self.last_turnover
             periodic = due is not None and now >= due
             if not (self._requested or periodic):
                 # Awake every HEARTBEAT seconds even when idle: a stale
                 # ``last_turnover`` then means a wedged audit.
-                wait = (concurrency.HEARTBEAT if due is None
-                        else min(concurrency.HEARTBEAT, due - now))
+                wait = (supervision.HEARTBEAT if due is None
+                        else min(supervision.HEARTBEAT, due - now))
                 self._wakeup.wait(wait)
                 self._wakeup.clear()
                 continue

@@ -156,6 +156,25 @@ class Reporter:
                         '; %d repeat(s) not sent since the last one'
                         % suppressed if suppressed else '')
 
+    # What a monitor with an episode of its own needs (the guest-agent
+    # monitor), each in the monitor's transaction.
+
+    def report_failure(self, tx, uuid, name, verdict, when):
+        """``report`` against the domain's row as the journal has it."""
+        return self.report(tx, self.store.get(tx, uuid), uuid, name,
+                           verdict, when)
+
+    def close_episode(self, tx, uuid, cause):
+        """Close the domain's open failure episode if ``cause`` opened it
+        (an episode of another cause is not the caller's to close)."""
+        row = self.store.get(tx, uuid)
+        if row is not None and row.failure_cause == cause:
+            self.store.close_failure(tx, uuid)
+
+    def send(self, tx, notification):
+        """Queue a notification object for delivery."""
+        self.outbox.add(tx, notification.to_message())
+
 
 class FailureMonitor:
     """A driver listener turning events into notifications and decisions.

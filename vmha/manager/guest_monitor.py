@@ -6,17 +6,20 @@ Which VMs: running, monitored domains (``selection``) whose XML has a
 ``<vmha:guest-agent enabled="false"/>``.  Per-VM interval, timeout,
 threshold and action come from that element, else from ``[guest_agent]``.
 
-How: one task runs the loop below; every libvirt call (XML, pings,
-counters, corrective actions) runs on a ``NativePool`` of at most
+How: a ``monitor.Monitor`` (read that module first): one task runs the
+loop; every libvirt call (XML, pings, counters, corrective actions) runs
+on a ``NativePool`` of at most
 ``max_concurrent_pings`` native threads, so a slow guest never delays
 another and the eventlet hub never blocks.  Events reach the loop through
 an inbox: the listener only appends and wakes it.  A VM whose ping is
 still out is not pinged again.  Each step handles the inbox, the finished
-calls and what is due, then writes every change of the step (states,
-notifications) in one journal transaction.  A transaction that fails
-keeps its changes for the next try (``vmha.journal.retry``); the loop
-wakes at least every ``HEARTBEAT`` seconds, so a stale ``last_step_at``
-means a wedged monitor (health's ``guest_agent`` check).
+calls and what is due (``schedule``), then writes every change of the
+step (states, notifications) in one journal transaction
+(``journal.batch``).  A transaction that fails keeps its changes for the
+next try; the loop wakes at least every ``HEARTBEAT`` seconds, so a
+stale turnover means a wedged monitor (health's ``guest_agent`` check).
+The per-VM view is ``guest_tracker.Watched``, the counters are read by
+``evidence_gathering``, corrective actions are bounded by ``actions``.
 
 Counting failures.  A first failure is counted when libvirt answers with
 an error (a ping queued in a busy libvirtd is late, not failed).  Once a
@@ -25,22 +28,31 @@ then a ping still unanswered ``timeout`` (+0.5 s) after it was sent
 counts as failed, and an answer that comes later still counts as a
 recovery.  At ``failure_threshold`` the monitor reads host-side counters
 and judges (``evidence``).  See ``guest_states`` for the machine.
+
+Why this module is over 400 lines: what is left here is the monitor's
+decisions (events, pings, verdicts, and the machine's side effects),
+which read and change one ``Watched`` within one step and one commit;
+cut apart, each half would reach into the other's state.  Everything
+that stands alone lives beside it: the schedule, the tracker, the
+evidence gathering, the action policy and the batched writer.
 """
 
-import collections
-import heapq
-import itertools
 import logging
 import time
 
 from vmha import concurrency
-from vmha.journal import db
-from vmha.journal import retry
+from vmha import supervision
+from vmha.journal import batch
+from vmha.manager import actions as actions_lib
 from vmha.manager import decisions
 from vmha.manager import evidence
+from vmha.manager import evidence_gathering
 from vmha.manager import failure_monitor
 from vmha.manager import guest_states as gs
 from vmha.manager import guest_store
+from vmha.manager import guest_tracker
+from vmha.manager import monitor
+from vmha.manager import schedule as schedule_lib
 from vmha.manager import selection
 from vmha.objects import fields
 from vmha.objects import guest_health
@@ -56,7 +68,7 @@ JUDGE_BOUND = 10  # seconds the counters for a verdict may take
 # Changes that send nothing (a guest became healthy) are committed at most
 # this often; notifications are committed at once.
 WRITE_WINDOW = 0.2
-HEARTBEAT = 1.0  # longest the loop sleeps, idle or not (seconds)
+HEARTBEAT = supervision.HEARTBEAT
 _ERR_OPERATION_INVALID = 55  # "domain is not running": not the guest's doing
 
 _SUPPRESSING = frozenset({
@@ -65,59 +77,17 @@ _SUPPRESSING = frozenset({
     ev.EVENT_LIFECYCLE_MIGRATION_COMPLETED,
     ev.EVENT_LIFECYCLE_SHUTTING_DOWN, ev.EVENT_LIFECYCLE_CRASHED})
 _GONE = frozenset({ev.EVENT_LIFECYCLE_STOPPED, ev.EVENT_LIFECYCLE_UNDEFINED})
+_INBOX_EVENTS = (ev.InstanceEvent, ev.ConnectionRestoredEvent,
+                 ev.ResyncRequiredEvent)
 
 HUNG_VERDICT = decisions.Verdict(
     fields.FailureCause.GUEST_HUNG, 'QEMU_GUEST_AGENT_ERROR',
     'STOPPED_FAILED', None, False)
 
-
-Settings = collections.namedtuple(
-    'Settings', ['enabled', 'interval', 'timeout', 'failure_threshold',
-                 'action'], defaults=[True, 5.0, 2.0, 2, 'notify'])
-Settings.__doc__ = """One VM's guest-agent settings (``[guest_agent]``,
-overridden per VM by ``_replace(**metadata settings)``)."""
+Settings = guest_tracker.Settings
 
 
-class Watched:
-    """The monitor's view of one VM (the journal row plus what lives only
-    in memory: schedule, outstanding call, evidence)."""
-
-    def __init__(self, uuid, name, settings, now, wall):
-        self.uuid = uuid
-        self.name = name
-        self.settings = settings
-        self.state = gs.DISCOVERY
-        self.failures = 0
-        self.verdict = None
-        self.changed_at = wall
-        self.booted_at = wall
-        self.discovery_warned = False
-        self.actions = []
-        self.pingable = None  # None until its XML was read
-        self.next_ping = now
-        self.ping = None  # the outstanding ping job
-        self.ping_counted = False
-        self.last_ping_at = None
-        self.last_outcome_at = None  # answered, failed or counted
-        self.last_latency = None
-        self.last_error = None
-        self.channel_closed_at = None
-        self.baseline = None  # (Counters, monotonic time)
-        self.judging = None  # the job gathering evidence
-
-    def row(self):
-        return guest_store.GuestRow(
-            self.uuid, self.name, self.state, self.failures, self.verdict,
-            self.changed_at, self.booted_at, self.discovery_warned,
-            self.actions)
-
-    def restore(self, row):
-        for field in ('state', 'failures', 'verdict', 'changed_at',
-                      'booted_at', 'discovery_warned', 'actions'):
-            setattr(self, field, getattr(row, field))
-
-
-class GuestAgentMonitor:
+class GuestAgentMonitor(monitor.Monitor):
     """:param driver: the virt driver
     :param journal: the Journal
     :param reporter: the failure_monitor.Reporter (failure notifications
@@ -129,42 +99,45 @@ class GuestAgentMonitor:
     :param defaults: the ``Settings`` from ``[guest_agent]``
     """
 
+    check_name = 'guest_agent'
+    description = 'guest-agent monitor loop'
+    log_name = 'Guest-agent monitor'
+    thread_name = 'vmha-guest-agent'
+    lost_writes_hint = 'pings find them again'
+
     def __init__(self, driver, journal, reporter, selector, pool, backend,
                  defaults, discovery_timeout=300.0, action_budget=3,
                  action_window=3600.0, action_min_uptime=300.0,
                  refresh_interval=60.0, evidence_settle=1.0,
                  clock=time.monotonic, wall=time.time):
+        super().__init__(pool, backend, clock)
         self._driver = driver
-        self._journal = journal
         self._reporter = reporter
         self._store = guest_store.GuestStore(journal)
         self._selector = selector
-        self._pool = pool
-        self._backend = backend
         self._defaults = defaults
         self._discovery_timeout = discovery_timeout
-        self._budget = (action_budget, action_window, action_min_uptime)
+        self._actions = actions_lib.ActionPolicy(
+            driver, action_budget, action_window, action_min_uptime, wall)
         self._refresh_interval = refresh_interval
-        self._settle = evidence_settle
-        self._clock = clock
+        self._gatherer = evidence_gathering.CounterGatherer(
+            driver.get_guest_counters, backend.native_sleep,
+            evidence_settle, clock)
         self._wall = wall
-        self._inbox = collections.deque()  # appended by the dispatcher
         self._watched = {}
         self._saved = {}  # rows of the last run, until each VM is seen
-        self._writes = []
-        self._urgent = False
-        self._last_commit = clock()
-        self._retry = retry.WriteRetry(clock)
-        self._origin = clock()
-        self._schedule = []  # heap of (when, seq, uuid, job or None)
-        self._seq = itertools.count()
+        self.writes = batch.WriteBatch(journal, self.log_name, WRITE_WINDOW,
+                                       clock)
+        self._schedule = schedule_lib.Schedule(origin=clock())
         self._next_refresh = None
         self._refreshing = False
-        self._running = False
-        self._task = None
+        # What a finished call of each kind means (``_finish_one``).
+        self._on_finished = {
+            'describe': self._on_describe, 'ping': self._on_ping,
+            'baseline': self._on_baseline, 'judge': self._on_judge,
+            'action': self._on_action}
         self.max_in_flight = pool.size
         self.pings_total = 0
-        self.last_step_at = clock()
         # callable(seconds) for each answered ping (the metrics histogram)
         self.observe_ping = None
 
@@ -181,87 +154,43 @@ class GuestAgentMonitor:
                    action_window=agent.action_window,
                    action_min_uptime=agent.action_min_uptime)
 
-    # --- the listener (dispatcher side: append and wake, nothing else) -----
+    # --- the monitor contract (``monitor.Monitor``) ------------------------
 
-    def __call__(self, event):
-        if isinstance(event, (ev.InstanceEvent, ev.ConnectionRestoredEvent,
-                              ev.ResyncRequiredEvent)):
-            self._inbox.append(event)
-            self._pool.wake()
-
-    # --- running -----------------------------------------------------------
+    def accepts(self, event):
+        return isinstance(event, _INBOX_EVENTS)
 
     def load(self):
         """Read the last run's states; the first step lists the domains."""
         self._saved = self._store.all()
         self._next_refresh = self._clock()
 
-    def start(self):
-        self.load()
-        self._running = True
-        self._task = self._backend.spawn(self._loop, name='vmha-guest-agent')
-
-    def stop(self, timeout=10):
-        self._running = False
-        self._pool.wake()
-        if self._task is not None:
-            self._task.join(timeout)
-            self._task = None
-        self._pool.close()
-        self.flush()
-        if self._writes:
-            LOG.error('Guest-agent monitor stops with %d change(s) not '
-                      'written; pings find them again', len(self._writes))
-
-    def _loop(self):
-        jobs = []
-        while self._running:
-            try:
-                self.step(jobs)
-            except Exception:  # the monitor must outlive any one failure
-                LOG.exception('Guest-agent monitor step failed; going on')
-            if not self._running:
-                break
-            jobs = self._pool.wait(self._sleep_time())
-
-    def _sleep_time(self):
+    def wake_in(self):
         if self._pool.busy >= self.max_in_flight:
-            return 0.05  # a finished call wakes the loop sooner
+            return monitor.BUSY_POLL
         now = self._clock()
-        due = [self._next_refresh, now + HEARTBEAT]
-        if self._schedule:
-            due.append(self._schedule[0][0])
-        if self._writes:
-            due.append(self._retry.retry_at or
-                       self._last_commit + WRITE_WINDOW)
-        return max(0.0, min(due) - now)
+        due = [self._next_refresh, now + HEARTBEAT,
+               self._schedule.next_due(), self.writes.next_commit_at()]
+        return max(0.0, min(d for d in due if d is not None) - now)
 
-    def turnover_age(self):
-        """Seconds since the loop last stepped (health, metrics)."""
-        return self._clock() - self.last_step_at
-
-    def pending_writes(self):
-        """Changes kept because the journal refused them (0 otherwise)."""
-        return len(self._writes) if self._retry.failures else 0
-
-    def _next_tick(self, now, interval):
-        """The next multiple of ``interval`` since the monitor started:
-        guests with the same interval are pinged together, in cycles."""
-        ticks = int((now - self._origin) / interval) + 1
-        return self._origin + ticks * interval
+    def flush(self):
+        """Commit every change not yet written, in one transaction; if
+        the journal fails, they all stay for the next try."""
+        self.writes.flush()
 
     def _plan(self, watched, when, job=None):
         """Ping ``watched`` at ``when`` (or, with ``job``, check then
         whether that ping is overdue)."""
         if job is None:
             watched.next_ping = when
-        heapq.heappush(self._schedule,
-                       (when, next(self._seq), watched.uuid, job))
+        self._schedule.plan(when, watched.uuid, job)
+
+    def _next_tick(self, now, interval):
+        return self._schedule.next_tick(now, interval)
 
     def step(self, jobs=()):
         """Handle events, finished calls and what is due; write once."""
         now = self._clock()
-        self.last_step_at = now
+        self.stamp_turnover()
         while self._inbox:
             self._on_event(self._inbox.popleft(), now)
         self._finish(list(jobs) + self._pool.collect())
@@ -269,21 +198,19 @@ class GuestAgentMonitor:
             self._refreshing = True
             self._submit(('list', None), self._driver.list_instances)
         blocked = []
-        schedule = self._schedule
-        while schedule and schedule[0][0] <= now:
-            entry = heapq.heappop(schedule)
-            watched = self._watched.get(entry[2])
+        for entry in self._schedule.pop_due(now):
+            watched = self._watched.get(entry.uuid)
             if watched is None or not self._pingable(watched):
                 continue
-            if entry[3] is not None:
-                self._overdue(watched, entry[3], now)
+            if entry.job is not None:
+                self._overdue(watched, entry.job, now)
             elif self._pool.busy >= self.max_in_flight:
                 blocked.append(entry)
-            elif entry[0] == watched.next_ping and watched.ping is None:
+            elif entry.when == watched.next_ping and watched.ping is None:
                 self._due(watched, now)
         for entry in blocked:
-            heapq.heappush(schedule, entry)
-        self._write()
+            self._schedule.put_back(entry)
+        self.writes.commit_due()
 
     def _finish(self, jobs):
         for job in jobs:
@@ -308,7 +235,7 @@ class GuestAgentMonitor:
             return
         watched = self._watched.get(uuid)
         if watched is not None:
-            getattr(self, '_on_' + kind)(watched, job)
+            self._on_finished[kind](watched, job)
 
     def _submit(self, key, function, *args):
         return self._pool.submit(key, function, *args)
@@ -343,11 +270,11 @@ class GuestAgentMonitor:
         for uuid in list(self._saved):
             if uuid not in seen:  # gone while vmha was down
                 self._saved.pop(uuid)
-                self._writes.append(lambda tx, u=uuid: self._store.forget(
-                    tx, u))
+                self.writes.add(lambda tx, u=uuid: self._store.forget(tx, u))
 
     def _watch(self, uuid, name, now):
-        watched = Watched(uuid, name, self._defaults, now, self._wall())
+        watched = guest_tracker.Watched(uuid, name, self._defaults, now,
+                                        self._wall())
         saved = self._saved.pop(uuid, None)
         if saved is not None:
             watched.restore(saved)
@@ -390,8 +317,7 @@ class GuestAgentMonitor:
             self._plan(watched, watched.next_ping)
             self._save(watched)
         else:
-            self._writes.append(lambda tx: self._store.forget(
-                tx, watched.uuid))
+            self.writes.add(lambda tx: self._store.forget(tx, watched.uuid))
 
     def _forget(self, uuid, why, keep_row=False):
         watched = self._watched.pop(uuid, None)
@@ -399,7 +325,7 @@ class GuestAgentMonitor:
             LOG.debug('%s (%s): no longer pinged: %s', watched.name, uuid,
                       why)
         if not keep_row:
-            self._writes.append(lambda tx: self._store.forget(tx, uuid))
+            self.writes.add(lambda tx: self._store.forget(tx, uuid))
         elif watched is not None:
             self._saved[uuid] = watched.row()
 
@@ -541,11 +467,7 @@ class GuestAgentMonitor:
             self._judged(watched, old, event, why)
         else:  # SUPPRESS, RESET
             reported = old == gs.REPORTED and watched.verdict == gs.HUNG
-            watched.failures = 0
-            watched.verdict = None
-            watched.channel_closed_at = None
-            watched.baseline = None
-            watched.judging = None
+            watched.forget_evidence()
             if event == gs.RESET:
                 watched.discovery_warned = False
                 self._plan(watched, self._next_tick(
@@ -561,11 +483,8 @@ class GuestAgentMonitor:
 
     def _answered(self, watched, old, why):
         closed = old == gs.REPORTED and watched.verdict == gs.HUNG
-        failures, watched.failures = watched.failures, 0
-        watched.verdict = None
-        watched.channel_closed_at = None
-        watched.baseline = None
-        watched.judging = None
+        failures = watched.failures
+        watched.forget_evidence()
         if old == gs.HEALTHY:
             return
         LOG.info('%s (%s): guest agent %s -> healthy (%s)', watched.name,
@@ -596,48 +515,14 @@ class GuestAgentMonitor:
         elif watched.judging is None and watched.failures >= threshold and (
                 old != gs.REPORTED or watched.verdict == gs.AGENT_DOWN):
             watched.judging = self._submit(('judge', watched.uuid),
-                                           self._gather, watched.uuid,
+                                           self._gatherer.gather,
+                                           watched.uuid,
                                            watched.baseline)
         self._save(watched)
 
     def _on_baseline(self, watched, job):
         if job.error is None and watched.state in (gs.ERROR, gs.REPORTED):
             watched.baseline = (job.result, job.finished)
-
-    def _gather(self, uuid, baseline):
-        """Native thread: counters for the verdict.
-
-        The counters now against ``baseline`` (read at the first failed
-        ping; without one, two readings ``evidence_settle`` apart), and,
-        if the vCPUs ran and the guest sent nothing, its disk requests
-        over ``evidence_settle`` seconds: disk counters ask QEMU, so only
-        once it is seen running.
-        """
-        counters = self._driver.get_guest_counters
-        settle = self._backend.native_sleep
-        try:
-            if baseline is None:
-                baseline = (counters(uuid), self._clock())
-                settle(self._settle)
-            after = (counters(uuid), self._clock())
-        except exception.HypervisorError as error:
-            LOG.info('%s: no counters for the verdict: %s', uuid, error)
-            return baseline, None, None
-        before, now = baseline[0], after[0]
-        disk = None
-        if None not in (before.cpu_time, now.cpu_time) and \
-                now.cpu_time > before.cpu_time and \
-                not (now.net_tx_packets or 0) - (before.net_tx_packets or 0):
-            try:
-                first = counters(uuid, disk=True)
-                settle(self._settle)
-                second = counters(uuid, disk=True)
-                if None not in (first.disk_requests, second.disk_requests):
-                    disk = second.disk_requests - first.disk_requests
-            except exception.HypervisorError as error:
-                LOG.info('%s: no disk counters for the verdict: %s', uuid,
-                         error)
-        return baseline, after, disk
 
     def _on_judge(self, watched, job):
         """The verdict from ``job``'s counters (None: without any)."""
@@ -673,7 +558,10 @@ class GuestAgentMonitor:
             self._notify(watched, old, 'agent down, guest alive: ' + why,
                          fields.NotificationPriority.WARN, watched.failures)
         else:
-            action, reason = self._action(watched)
+            choice = self._actions.choose(watched.settings.action,
+                                          watched.actions, watched.booted_at)
+            watched.actions = choice.actions
+            action, reason = choice.function, choice.why
             LOG.warning('%s (%s): guest hung: %s; %s', watched.name,
                         watched.uuid, why, reason)
             if action is None:
@@ -685,28 +573,7 @@ class GuestAgentMonitor:
                          fields.NotificationPriority.ERROR, watched.failures)
         self._save(watched)
 
-    # --- corrective actions ------------------------------------------------
-
-    def _action(self, watched):
-        """(callable or None, why) for a hung guest."""
-        action = watched.settings.action
-        if action == 'notify':
-            return None, 'failure reported'
-        budget, window, min_uptime = self._budget
-        now = self._wall()
-        watched.actions = [t for t in watched.actions if now - t < window]
-        uptime = now - (watched.booted_at or now)
-        if uptime < min_uptime:
-            return None, ('no %s: up only %.0fs (action_min_uptime %.0fs); '
-                          'failure reported' % (action, uptime, min_uptime))
-        if len(watched.actions) >= budget:
-            return None, ('no %s: %d already in the last %.0fs (action_'
-                          'budget); failure reported'
-                          % (action, len(watched.actions), window))
-        function = (self._driver.reset_instance if action == 'reset'
-                    else self._driver.restart_instance)
-        return function, '%s %d of %d in %.0fs; no failure reported' % (
-            action, len(watched.actions) + 1, budget, window)
+    # --- corrective actions ---------------------------------------------
 
     def _on_action(self, watched, job):
         action = watched.settings.action
@@ -730,21 +597,12 @@ class GuestAgentMonitor:
     def _report(self, watched, why):
         verdict = HUNG_VERDICT._replace(evidence='guest agent: ' + why)
         when = self._wall()
-
-        def write(tx):
-            row = self._reporter.store.get(tx, watched.uuid)
-            self._reporter.report(tx, row, watched.uuid, watched.name,
-                                  verdict, when)
-        self._writes.append(write)
-        self._urgent = True
+        self.writes.add(lambda tx: self._reporter.report_failure(
+            tx, watched.uuid, watched.name, verdict, when), urgent=True)
 
     def _close_episode(self, watched):
-        def write(tx):
-            row = self._reporter.store.get(tx, watched.uuid)
-            if row is not None and \
-                    row.failure_cause == fields.FailureCause.GUEST_HUNG:
-                self._reporter.store.close_failure(tx, watched.uuid)
-        self._writes.append(write)
+        self.writes.add(lambda tx: self._reporter.close_episode(
+            tx, watched.uuid, fields.FailureCause.GUEST_HUNG))
 
     def _discovery_warning(self, watched):
         watched.discovery_warned = True
@@ -762,60 +620,22 @@ class GuestAgentMonitor:
             watched.state, reason, failures,
             failure_monitor.utc(self._wall()),
             priority=priority)
-        self._writes.append(lambda tx: self._reporter.outbox.add(
-            tx, notification.to_message()))
-        self._urgent = True
+        self.writes.add(lambda tx: self._reporter.send(tx, notification),
+                        urgent=True)
 
     def _save(self, watched):
         if watched.pingable is False:
             return  # no agent channel (or opted out): nothing to keep
         watched.changed_at = self._wall()
         row = watched.row()
-        self._writes.append(lambda tx: self._store.save(tx, row))
-
-    def _write(self):
-        if self._writes and self._retry.due() and (
-                self._urgent or self._retry.failures or
-                self._clock() - self._last_commit >= WRITE_WINDOW):
-            self.flush()
-
-    def flush(self):
-        """Commit every change not yet written, in one transaction; if
-        the journal fails, they all stay for the next try."""
-        writes = list(self._writes)
-        self._last_commit = self._clock()
-        if not writes:
-            return
-        try:
-            with self._journal.transaction() as tx:
-                for write in writes:
-                    write(tx)
-        except db.JournalError as error:
-            LOG.error('Guest-agent monitor cannot write %d change(s) to '
-                      'the journal: %s; kept, next try in %.1fs',
-                      len(writes), error, self._retry.failed())
-            return
-        except Exception:
-            del self._writes[:len(writes)]  # would fail again: not kept
-            raise
-        del self._writes[:len(writes)]
-        self._urgent = False
-        if self._retry.succeeded():
-            LOG.warning('Guest-agent monitor: %d kept change(s) written',
-                        len(writes))
+        self.writes.add(lambda tx: self._store.save(tx, row))
 
     # --- what operators see ------------------------------------------------
 
     def status(self):
         """One dict per VM the monitor knows, for status and metrics;
         times are this monitor's monotonic clock."""
-        return [{
-            'uuid': w.uuid, 'name': w.name, 'state': w.state,
-            'pinged': bool(w.pingable), 'failures': w.failures,
-            'verdict': w.verdict, 'last_ping_at': w.last_ping_at,
-            'last_outcome_at': w.last_outcome_at,
-            'last_ping_latency': w.last_latency, 'last_error': w.last_error,
-        } for w in list(self._watched.values())]
+        return [watched.status() for watched in list(self._watched.values())]
 
 
 class _Reconsider:

@@ -3,14 +3,16 @@ systemd watchdog.
 
 A monitor can wedge silently while its process looks fine (a listener
 blocked forever, a libvirt call that never returns): the worst field
-failure of the peers.  vmha's event dispatcher, its audit loop and the
-guest-agent monitor's loop wake at least once a second even when idle,
-so each keeps a "last turned over" time; one older than
-``stall_timeout`` means a wedged loop.
+failure of the peers.  Every loop of vmha (``vmha.supervision``) wakes
+at least once a second even when idle, so each keeps a "last turned
+over" time; one older than ``stall_timeout`` means a wedged loop.
+``HealthCheck`` reads them from a list: one check per loop.
 
-* ``dispatcher``, ``audit`` and ``guest_agent``: turned over within
-  ``stall_timeout``.  They gate the systemd watchdog (``turning_over``):
-  restarting the agent is the cure.
+* ``dispatcher``, ``audit`` and ``guest_agent`` (and every monitor to
+  come): turned over within ``stall_timeout``.  They gate the systemd
+  watchdog (``turning_over``): restarting the agent is the cure.
+* ``outbox_sender``: the same bound; /healthz only, since a slow sink
+  holds it and a restart would not speed the sink up.
 * ``journal``: the last write committed.  While writes fail, decisions
   wait in memory (``pending``) and are retried; an agent that cannot
   record what it decides is not healthy, so this gates the watchdog too.
@@ -19,55 +21,57 @@ so each keeps a "last turned over" time; one older than
   not bring libvirtd back.
 """
 
-import time
+from vmha import supervision
 
-_LOOPS = (('dispatcher', 'event dispatcher'),
-          ('audit', 'power-state audit loop'),
-          ('guest_agent', 'guest-agent monitor loop'))
-_WATCHDOG_CHECKS = ('dispatcher', 'audit', 'guest_agent', 'journal')
+
+class DispatcherLoop(supervision.SupervisedLoop):
+    """The event dispatcher as health sees it, through the virt driver
+    (which runs it below the manager)."""
+
+    check_name = 'dispatcher'
+    description = 'event dispatcher'
+
+    def __init__(self, driver):
+        self._driver = driver
+
+    def turnover_age(self):
+        return self._driver.dispatch_stats().turnover_age
+
+    def health_details(self):
+        return {'queue_depth': self._driver.dispatch_stats().queue_depth}
 
 
 class HealthCheck:
     """:param driver: the virt driver (``dispatch_stats``,
         ``connection_stats``)
-    :param audit: the ``PowerStateAudit``, or None
+    :param loops: the ``SupervisedLoop`` s besides the dispatcher, in
+        the order of their checks (the audit, the monitors, the outbox
+        sender)
     :param journal: the ``Journal``, or None
-    :param guest_monitor: the ``GuestAgentMonitor``, or None
     :param writers: the components that keep the writes the journal
         refused (the failure monitor, the guest-agent monitor)
     :param stall_timeout: seconds a loop may go without turning over
     :param disconnected_timeout: seconds libvirt may stay lost
     """
 
-    def __init__(self, driver, audit, stall_timeout, disconnected_timeout,
-                 clock=time.monotonic, journal=None, guest_monitor=None,
-                 writers=()):
+    def __init__(self, driver, loops, stall_timeout, disconnected_timeout,
+                 journal=None, writers=()):
         self._driver = driver
-        self._audit = audit
+        self._loops = [DispatcherLoop(driver)] + list(loops)
         self._journal = journal
-        self._guest_monitor = guest_monitor
         # What keeps writes the journal refused (``pending_writes()``).
         self._writers = list(writers)
         self._stall_timeout = stall_timeout
         self._disconnected_timeout = disconnected_timeout
-        self._clock = clock
 
     def checks(self):
         """``{name: {'ok': bool, ...}}`` for every check."""
-        dispatch = self._driver.dispatch_stats()
-        checks = {'dispatcher': {
-            'ok': dispatch.turnover_age <= self._stall_timeout,
-            'age': round(dispatch.turnover_age, 3),
-            'queue_depth': dispatch.queue_depth}}
-        if self._audit is not None:
-            age = self._clock() - self._audit.last_turnover
-            checks['audit'] = {'ok': age <= self._stall_timeout,
-                               'age': round(age, 3),
-                               'runs': self._audit.runs}
-        if self._guest_monitor is not None:
-            age = self._guest_monitor.turnover_age()
-            checks['guest_agent'] = {'ok': age <= self._stall_timeout,
-                                     'age': round(age, 3)}
+        checks = {}
+        for loop in self._loops:
+            age = loop.turnover_age()
+            checks[loop.check_name] = dict(
+                {'ok': age <= self._stall_timeout, 'age': round(age, 3)},
+                **loop.health_details())
         if self._journal is not None:
             failing_for = self._journal.write_failing_for()
             checks['journal'] = {
@@ -99,18 +103,19 @@ class HealthCheck:
         """True while every loop turns over and the journal takes
         writes: what the systemd watchdog is fed on."""
         checks = self.checks()
-        return all(checks[name]['ok'] for name in _WATCHDOG_CHECKS
-                   if name in checks)
+        gating = [loop.check_name for loop in self._loops
+                  if loop.gates_watchdog] + ['journal']
+        return all(checks[name]['ok'] for name in gating if name in checks)
 
     def problems(self, checks=None):
         """One readable phrase per failing check."""
         checks = checks if checks is not None else self.checks()
         phrases = []
-        for name, loop in _LOOPS:
-            check = checks.get(name)
+        for loop in self._loops:
+            check = checks.get(loop.check_name)
             if check is not None and not check['ok']:
                 phrases.append('%s has not turned over for %.1fs'
-                               % (loop, check['age']))
+                               % (loop.description, check['age']))
         journal = checks.get('journal')
         if journal is not None and not journal['ok']:
             phrases.append('journal cannot be written for %.1fs, %d '

@@ -29,11 +29,13 @@ class AgentService:
     :param listeners: callables registered on the driver, in order
     :param audit: the ``PowerStateAudit``, or None
     :param guest_monitor: the ``GuestAgentMonitor``, or None
+    :param monitors: every ``monitor.Monitor`` to start and stop (by
+        default the guest-agent monitor)
     """
 
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
                  guest_monitor=None, reporter=None, inventory=None,
-                 health=None, metrics=None):
+                 health=None, metrics=None, monitors=None):
         self.driver = driver
         self.host = host
         self.sender = sender
@@ -43,6 +45,11 @@ class AgentService:
         self.inventory = inventory
         self.health = health
         self.metrics = metrics
+        # The monitor.Monitor s: started after the audit, stopped in
+        # reverse before the driver's cleanup (see vmha.manager.monitor).
+        if monitors is None:
+            monitors = [guest_monitor] if guest_monitor else []
+        self.monitors = list(monitors)
         # Started after the monitors, stopped before them: the HTTP
         # endpoint, the RPC server, the systemd watchdog.
         self.surfaces = []
@@ -83,8 +90,8 @@ class AgentService:
                  len(instances))
         if self.audit is not None:
             self.audit.start()
-        if self.guest_monitor is not None:
-            self.guest_monitor.start()
+        for monitor in self.monitors:
+            monitor.start()
         for surface in self.surfaces:
             surface.start()
 
@@ -112,8 +119,8 @@ class AgentService:
         for surface in reversed(self.surfaces):
             surface.stop()
         self.surfaces = []
-        if self.guest_monitor is not None:
-            self.guest_monitor.stop()
+        for monitor in reversed(self.monitors):
+            monitor.stop()
         self.driver.cleanup()
         if self.audit is not None:
             self.audit.stop()

@@ -109,7 +109,7 @@ class LibvirtDriver(driver.VirtDriver):
     def dispatch_stats(self):
         handler = self.host.handler
         return driver.DispatchStats(
-            handler.clock() - handler.last_turnover, handler.queue_depth(),
+            handler.turnover_age(), handler.queue_depth(),
             handler.dispatched_total, handler.dropped_total)
 
     def connection_stats(self):

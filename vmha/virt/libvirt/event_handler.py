@@ -28,6 +28,7 @@ import logging
 import time
 
 from vmha import concurrency
+from vmha import supervision
 from vmha.virt import event as ev
 from vmha.virt.libvirt import event_builder
 
@@ -38,7 +39,7 @@ LOG = logging.getLogger(__name__)
 _HOST_EVENT_TYPES = (ev.HostEvent,)
 
 
-class EventHandler:
+class EventHandler(supervision.SupervisedLoop):
     """The queue, the STOPPED delay and delivery; subclasses run the loop.
 
     :param deliver: called with each event, in order, on the dispatcher
@@ -49,6 +50,8 @@ class EventHandler:
     """
 
     backend: str | None = None
+    check_name = 'dispatcher'
+    description = 'event dispatcher'
 
     def __init__(self, deliver, stopped_delay=15.0, queue_size=10000,
                  clock=time.monotonic):
@@ -65,7 +68,7 @@ class EventHandler:
         self._dropped_reported = 0
         self.dropped_total = 0
         self.dispatched_total = 0
-        self.last_turnover = clock()
+        self.init_turnover(clock)
         # callable() at the end of every turnover (the driver's hook).
         self.on_turnover = None
         self._running = False
@@ -106,12 +109,12 @@ class EventHandler:
     def dispatch_pending(self):
         """Deliver everything queued and every held-back event now due."""
         self._pipe.drain()
-        self.last_turnover = self.clock()
+        self.stamp_turnover()
         queue = self._queue
         while queue:
             self._route(queue.popleft())
             # Progress counts: a long burst is not a wedged dispatcher.
-            self.last_turnover = self.clock()
+            self.stamp_turnover()
         dropped = self._dropped - self._dropped_reported
         if dropped:
             self._dropped_reported += dropped
@@ -214,8 +217,8 @@ class EventHandler:
             # Idle, the loop still turns over every HEARTBEAT seconds, so a
             # stale ``last_turnover`` means a wedged dispatcher, not a quiet
             # host (health checks and the systemd watchdog rely on it).
-            self._wait(concurrency.HEARTBEAT if timeout is None
-                       else min(timeout, concurrency.HEARTBEAT))
+            self._wait(supervision.HEARTBEAT if timeout is None
+                       else min(timeout, supervision.HEARTBEAT))
             if not self._running:
                 break
             try:
