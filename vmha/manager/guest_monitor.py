@@ -303,12 +303,14 @@ class GuestAgentMonitor(monitor.Monitor):
             self._forget(watched.uuid, None, keep_row=True)
             return
         description = job.result
+        # Parsed once for both readers (a tenant may have written it).
+        element = selection.parse_monitoring(
+            description.metadata, watched.name, watched.uuid)
         watched.settings = self._defaults._replace(
             **selection.guest_agent_settings(
-                description.metadata, watched.name, watched.uuid,
-                self._defaults))
+                element, watched.name, watched.uuid, self._defaults))
         monitored = self._selector.decide(watched.uuid, watched.name,
-                                          description.metadata)
+                                          element)
         watched.pingable = bool(description.agent_channel and monitored
                                 and watched.settings.enabled)
         if watched.pingable:
