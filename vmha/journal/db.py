@@ -40,6 +40,10 @@ journal remembers since when its writes fail (``write_failing_since``,
 cleared by the next commit), so that /healthz and the systemd watchdog
 say so while they do.
 
+Length.  About 540 lines, most of them this docstring, the append-only
+schema history and the one-line hints of ``JournalError``: one file is
+where an operator looking at a journal error should have to read.
+
 Schema.  ``MIGRATIONS`` is an ordered list; version N is its Nth entry.
 Later tables (the manager's per-domain state) are new entries appended
 at the end, never edits of old ones.

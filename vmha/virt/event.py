@@ -12,6 +12,10 @@ libvirt's own names, upper case: the event id's (``event_name`` =
 ``LIFECYCLE``) and the code's with its detail (``vir_domain_event`` =
 ``STOPPED_FAILED``).  A code vmha does not know becomes ``UNKNOWN_<n>``
 instead of an error.
+
+Longer than most modules (about 460 lines) because it holds libvirt's
+whole vocabulary, names and state tables, next to the classes that use
+it; splitting the tables from the classes would only add an import.
 """
 
 import time
