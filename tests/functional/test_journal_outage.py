@@ -8,7 +8,6 @@ again, /healthz unhealthy meanwhile, and the loops turning over.
 """
 
 import os
-import sqlite3
 import subprocess
 
 from oslo_config import cfg
@@ -18,6 +17,7 @@ from tests.conftest import BACKEND
 from tests.conftest import backend_sleep
 from tests.fixtures import sinks
 from tests.fixtures import virt
+from tests.unit.test_journal_failures import LockHolder
 from vmha import agent as agent_lib
 from vmha import concurrency
 from vmha import objects
@@ -91,90 +91,75 @@ def delivered_failures(agent):
             if m.event_type == 'instance.failure']
 
 
-def test_a_failure_decided_on_a_full_disk_is_delivered_once_space_is_back(
-        small_fs, wait_for):
+def delivered_once_dispatched(agent, driver, wait_for):
+    """Turn the dispatcher over until vm-1's failure is delivered."""
+    def turned_over_and_delivered():
+        RUN_BLOCKING(driver.host.handler.dispatch_pending)
+        return delivered_failures(agent) == ['vm-1']
+    wait_for(turned_over_and_delivered, timeout=10,
+             what='the failure delivered')
+
+
+@pytest.fixture
+def on_a_full_disk(small_fs, wait_for):
+    """(agent, driver, domain vm-1, the filler file): the agent's journal
+    on ``small_fs``, filled once the start-up audit has run."""
     journal = db.Journal(str(small_fs / 'vmha.sqlite'))
     driver = virt.make_driver(stopped_delay=0)
     dom = driver.fake.add_domain('vm-1')
     agent = start_agent(journal, driver)
     try:
         wait_for(lambda: agent.audit.runs >= 1, what='the start-up audit')
-        filler = fill(small_fs)
-        dom.state_value = SHUTOFF_FAILED
-        driver.fake.fire_lifecycle(dom, STOPPED, FAILED)  # QEMU died
-        RUN_BLOCKING(driver.host.handler.dispatch_pending)
-        report = agent.health_report()
-        assert report['status'] == 'unhealthy'
-        assert report['checks']['journal']['pending'] == 1
-        assert 'full' in report['checks']['journal']['error']
-        assert not agent.health.turning_over()
-        backend_sleep(1.0)
-        assert delivered_failures(agent) == []
-
-        os.unlink(filler)
-
-        def turned_over_and_delivered():
-            RUN_BLOCKING(driver.host.handler.dispatch_pending)
-            return delivered_failures(agent) == ['vm-1']
-        wait_for(turned_over_and_delivered, timeout=10,
-                 what='the failure delivered')
-        backend_sleep(1.0)
-        RUN_BLOCKING(driver.host.handler.dispatch_pending)
-        assert delivered_failures(agent) == ['vm-1']
-        assert agent.health_report()['status'] == 'ok'
+        yield agent, driver, dom, fill(small_fs)
     finally:
         agent.stop()
         journal.close()
 
 
+def test_a_failure_decided_on_a_full_disk_is_delivered_once_space_is_back(
+        on_a_full_disk, wait_for):
+    agent, driver, dom, filler = on_a_full_disk
+    dom.state_value = SHUTOFF_FAILED
+    driver.fake.fire_lifecycle(dom, STOPPED, FAILED)  # QEMU died
+    RUN_BLOCKING(driver.host.handler.dispatch_pending)
+    report = agent.health_report()
+    assert report['status'] == 'unhealthy'
+    assert report['checks']['journal']['pending'] == 1
+    assert 'full' in report['checks']['journal']['error']
+    assert not agent.health.turning_over()
+    backend_sleep(1.0)
+    assert delivered_failures(agent) == []
+
+    os.unlink(filler)
+    delivered_once_dispatched(agent, driver, wait_for)
+    backend_sleep(1.0)
+    RUN_BLOCKING(driver.host.handler.dispatch_pending)
+    assert delivered_failures(agent) == ['vm-1']
+    assert agent.health_report()['status'] == 'ok'
+
+
 def test_a_record_only_failure_on_a_full_disk_is_delivered_once_after(
-        small_fs, wait_for, caplog):
+        on_a_full_disk, wait_for, caplog):
     """Regression: the rate limiter admitted a watchdog-reset notification
     before the full disk refused its transaction, so every retry counted
     as a repeat of the first try and the notification was never sent; the
     decision was also counted and logged once per try."""
-    journal = db.Journal(str(small_fs / 'vmha.sqlite'))
-    driver = virt.make_driver(stopped_delay=0)
-    dom = driver.fake.add_domain('vm-1')
-    agent = start_agent(journal, driver)
-    try:
-        wait_for(lambda: agent.audit.runs >= 1, what='the start-up audit')
-        filler = fill(small_fs)
-        driver.fake.connection.fire(3, dom, 2)  # WATCHDOG reset
-        RUN_BLOCKING(driver.host.handler.dispatch_pending)
-        backend_sleep(1.0)
-        RUN_BLOCKING(driver.host.handler.dispatch_pending)  # a retry
-        assert delivered_failures(agent) == []
-        assert agent.reporter.decisions_total == 0
-        os.unlink(filler)
-
-        def turned_over_and_delivered():
-            RUN_BLOCKING(driver.host.handler.dispatch_pending)
-            return delivered_failures(agent) == ['vm-1']
-        wait_for(turned_over_and_delivered, timeout=10,
-                 what='the record-only failure delivered')
-        (failure,) = [m.payload['vmha_object.data']
-                      for m in agent.sink.messages
-                      if m.event_type == 'instance.failure']
-        assert (failure['vir_domain_event'], failure['suppressed']) == (
-            'WATCHDOG_RESET', 0)
-        assert agent.reporter.decisions_total == 1
-        assert caplog.text.count('Failure of vm-1') == 1
-    finally:
-        agent.stop()
-        journal.close()
-
-
-class LockHolder:
-    """Another process holding the journal's write lock."""
-
-    def __init__(self, path):
-        self._conn = sqlite3.connect(path, isolation_level=None)
-        self._conn.execute('BEGIN IMMEDIATE')
-
-    def release(self):
-        self._conn.execute('COMMIT')
-        self._conn.close()
+    agent, driver, dom, filler = on_a_full_disk
+    driver.fake.connection.fire(3, dom, 2)  # WATCHDOG reset
+    RUN_BLOCKING(driver.host.handler.dispatch_pending)
+    backend_sleep(1.0)
+    RUN_BLOCKING(driver.host.handler.dispatch_pending)  # a retry
+    assert delivered_failures(agent) == []
+    assert agent.reporter.decisions_total == 0
+    os.unlink(filler)
+    delivered_once_dispatched(agent, driver, wait_for)
+    (failure,) = [m.payload['vmha_object.data']
+                  for m in agent.sink.messages
+                  if m.event_type == 'instance.failure']
+    assert (failure['vir_domain_event'], failure['suppressed']) == (
+        'WATCHDOG_RESET', 0)
+    assert agent.reporter.decisions_total == 1
+    assert caplog.text.count('Failure of vm-1') == 1
 
 
 def test_an_audit_that_could_not_write_runs_again_within_seconds(
