@@ -383,7 +383,9 @@ def test_stop_leaves_undelivered_rows_for_the_next_start(
     sink.fail(0)
     again = running()
     # sent_total counts a message once it is marked delivered.
-    wait_for(lambda: again.sent_total == 2, what='the next start')
+    # Counted and marked delivered are two steps: wait for both.
+    wait_for(lambda: again.sent_total == 2 and outbox.depth() == 0,
+             what='the next start')
     assert sink.numbers() == [1, 2]
     assert outbox.depth() == 0
 
