@@ -187,6 +187,16 @@ def guest_image():
 
 
 @pytest.fixture(scope='session')
+def heartbeat_image():
+    """The :class:`testbed.GuestImage` with Python and the heartbeat
+    daemon of guest/ (``python=True``), built or taken from its cache.
+    ``define_guest(heartbeat=True)`` boots the same image."""
+    image = testbed.GuestImage(python=True).build()
+    _REALVM['heartbeat guest image'] = image
+    return image
+
+
+@pytest.fixture(scope='session')
 def domains(libvirtd, guest_image, tmp_path_factory):
     """The session's :class:`testbed.Domains`.  Removes domains that dead
     sessions left first, and every domain it defined at the end."""

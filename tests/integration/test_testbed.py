@@ -10,11 +10,15 @@ libvirt's callback ran (the event's ``monotonic`` stamp, taken on
 libvirt's event-loop thread); the terminal summary prints them.
 """
 
+import os
+import subprocess
 import time
 
 import pytest
 
 from tests.conftest import BACKEND
+from tests.integration import guest_python
+from tests.integration import heartbeat_peer
 from tests.integration import testbed
 from vmha.virt import event as ev
 from vmha.virt import exception
@@ -25,6 +29,9 @@ pytestmark = pytest.mark.realvm
 
 # Generous: a loaded 2-core machine boots TCG guests slowly.
 EVENT_TIMEOUT = 30
+# From "virsh start" to the heartbeat guest's first init (~6 s measured
+# on an idle machine, the recipe saw ~10 s), with room for a loaded one.
+HEARTBEAT_START_TIMEOUT = 45
 
 
 @pytest.fixture
@@ -306,3 +313,178 @@ def test_harness_errors_carry_the_logs(libvirtd, domains):
                        match='virsh domstate') as error:
         domains.state('vmha-it-no-such-domain')
     assert 'libvirtd.log' in str(error.value) or libvirtd.reused
+
+
+# -- the heartbeat guest (Python + vmha-guest in the image) ------------------
+#
+# These speak doc/heartbeat-protocol.md by hand (heartbeat_peer), so they
+# test the guest end and the test bed without vmha's host side.
+
+def test_heartbeat_image_follows_the_daemons_imports(tmp_path):
+    # What the image carries comes from the daemon's own imports, lazy
+    # ones included: a new import cannot leave the guest without it.
+    daemon = tmp_path / 'vmha_guest.py'
+    daemon.write_text('import json\n\n\ndef later():\n    import csv\n'
+                      '    from xml.dom import minidom\n'
+                      '    from vmha_guest_client import Client\n')
+    (tmp_path / 'vmha_guest_client.py').write_text('import socket\n')
+    files = guest_python.stdlib_files(guest_python.guest_sources(tmp_path))
+    names = {f.removeprefix('/usr/lib/python3.11/') for f in files}
+    for expected in ('json/__init__.py', 'csv.py', 'xml/dom/minidom.py',
+                     'socket.py', 'runpy.py', 'encodings/utf_8.py'):
+        assert expected in names, expected
+    assert 'argparse.py' not in names  # nothing it does not import
+
+    # Anything outside the standard library stops the build, by name.
+    daemon.write_text('def later():\n    import yaml\n')
+    with pytest.raises(guest_python.PythonImageError, match='yaml'):
+        guest_python.stdlib_files(guest_python.guest_sources(tmp_path))
+
+
+def test_heartbeat_image_imports_the_daemon_in_a_chroot(heartbeat_image,
+                                                        tmp_path):
+    # The image's own interpreter and files, nothing of the host's: every
+    # module of the daemon imports, and its command line answers --help.
+    image = heartbeat_image
+    root = tmp_path / 'root'
+    testbed.unpack_initramfs(image.initrd, root)
+    modules = sorted({path.split('/')[0].removesuffix('.py') for path in
+                      image.manifest['python']['guest_sources']})
+
+    def enter_image():
+        os.chroot(root)
+        os.chdir('/usr/lib/vmha-guest')
+
+    def run(*argv):
+        # As guest/vmha-heartbeat starts it: "python3.11 -S -B -m ...".
+        return subprocess.run(
+            ['/usr/bin/python3.11', '-S', '-B', *argv], capture_output=True,
+            text=True, timeout=120, preexec_fn=enter_image,
+            env={'PATH': '/usr/bin:/bin', 'LC_ALL': 'C'})
+    result = run('-c', 'import sys; sys.path.insert(0, "")\n'
+                 'for name in %r: __import__(name)' % modules)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run('-m', 'vmha_guest', '--help')
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'usage' in result.stdout.lower()
+    assert not list(root.glob('usr/lib/python3.11/**/*.py'))  # .pyc only
+
+
+def test_heartbeat_guest_registers_answers_and_votes(vm_factory,
+                                                     realvm_measure):
+    guest = vm_factory(heartbeat=True, wait_for_agent=False)
+    started = guest.domains.started_at[guest.name]
+    with heartbeat_peer.HeartbeatPeer(guest.heartbeat_path()).connect() \
+            as peer:
+        init = peer.register(timeout=HEARTBEAT_START_TIMEOUT)
+        assert heartbeat_peer.protocol_errors(init) == []
+        assert (init['heartbeat_interval_ms'], init['corrective_action']) \
+            == (1000, 'reboot')  # the test image's heartbeat.conf
+        response = None
+        while response is None:
+            response, _ = peer.challenge(timeout=1)
+            assert time.monotonic() - started < HEARTBEAT_START_TIMEOUT
+        realvm_measure('heartbeat: start -> first challenge answered',
+                       time.monotonic() - started)
+        assert heartbeat_peer.protocol_errors(response) == []
+        assert response['health'] == 'healthy'
+
+        # Every challenge answered with its own nonce, in order.
+        round_trips = []
+        for _ in range(10):
+            response, seconds = peer.challenge(timeout=2)
+            assert response is not None, peer.received_types()
+            assert heartbeat_peer.protocol_errors(response) == []
+            round_trips.append(seconds)
+        round_trips.sort()
+        realvm_measure('heartbeat: challenge round trip (median of 10)',
+                       round_trips[5])
+        seqs = [m['seq'] for _, d, m in peer.log if d == 'received']
+        assert seqs == sorted(set(seqs))
+
+        # The health check's flag file, with its reason, and back.
+        guest.set_healthy(False, reason='disk full on /data')
+        response = wait_for_health(peer, 'unhealthy')
+        assert response['reason'] == 'disk full on /data'
+        guest.set_healthy(True)
+        wait_for_health(peer, 'healthy')
+
+        # The event handler votes: a stop rejected with its reason, then
+        # accepted; a notice is accepted.
+        guest.set_stop_vote(accept=False, reason='database resync running')
+        answer = peer.notify('stop', 'revocable')
+        assert heartbeat_peer.protocol_errors(answer) == []
+        assert (answer['result'], answer['reason']) == (
+            'reject', 'database resync running')
+        assert (answer['event'], answer['notification'], answer['phase']) \
+            == ('stop', 'revocable', 'pre')
+        guest.set_stop_vote(accept=True)
+        assert peer.notify('stop', 'revocable')['result'] == 'accept'
+        assert peer.notify('reboot', 'irrevocable', 'post')['result'] == \
+            'accept'
+        events = guest.heartbeat_events()
+        assert [e[:2] for e in events] == [
+            ['revocable', 'stop'], ['revocable', 'stop'],
+            ['irrevocable', 'reboot']], events
+        # Still answering after all that.
+        assert peer.challenge(timeout=2)[0]['health'] == 'healthy'
+    assert 'org.vmha.heartbeat.0' in guest.console_text()
+
+
+def test_heartbeat_daemon_off_killed_stopped_and_back(vm_factory):
+    guest = vm_factory(heartbeat=True, heartbeat_off=True,
+                       wait_for_agent=False,
+                       heartbeat_conf={'HB_INTERVAL': 500,
+                                       'CORRECTIVE_ACTION': 'stop'})
+    with heartbeat_peer.HeartbeatPeer(guest.heartbeat_path()).connect() \
+            as peer:
+        # vmha.heartbeat=off: nothing registers until hb-start.
+        guest.wait_for_console(']: ready', timeout=60)
+        assert peer.receive(timeout=3) is None
+        assert 'starting vmha-guest' not in guest.console_text()
+        guest.heartbeat_command('hb-start')
+        init = peer.register(timeout=30)
+        assert (init['heartbeat_interval_ms'], init['corrective_action']) \
+            == (500, 'stop')  # vmha.hb.KEY=VALUE on the command line
+        assert answered(peer)
+
+        # SIGTERM: the daemon says exit, then stays down.
+        guest.heartbeat_command('hb-stop')
+        peer.wait_for('exit', timeout=10)
+        guest.heartbeat_command('hb-start')
+        peer.register(timeout=30)
+        assert answered(peer)
+
+        # SIGKILL: no exit message, no answers.
+        guest.heartbeat_command('hb-kill')
+        assert peer.challenge(timeout=2) == (None, None)
+        assert 'exit' not in peer.received_types()[-3:]
+        guest.heartbeat_command('hb-start')
+        peer.register(timeout=30)
+        assert answered(peer)
+
+        # The host goes away and comes back (an agent restart): the guest
+        # registers again on the new connection.
+        peer.reconnect()
+        peer.register(timeout=30)
+        assert answered(peer)
+
+
+def wait_for_health(peer, health, timeout=15):
+    """Challenge every 0.5 s until an answer says ``health``; return it.
+    (The health check runs every second in the test image.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        response, _ = peer.challenge(timeout=2)
+        if response is not None and response['health'] == health:
+            return response
+        assert time.monotonic() < deadline, (
+            'no %s answer within %ss: %s' % (health, timeout,
+                                              peer.log[-6:]))
+        time.sleep(0.5)
+
+
+def answered(peer, count=3):
+    """Whether ``count`` challenges in a row get their answers."""
+    return all(peer.challenge(timeout=2)[0] is not None
+               for _ in range(count))

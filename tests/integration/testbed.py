@@ -79,6 +79,7 @@ import time
 import uuid as uuid_lib
 from xml.etree import ElementTree
 
+from tests.integration import guest_python
 from tests.integration import services
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -88,6 +89,7 @@ URI = 'qemu:///system'
 NAME_PREFIX = 'vmha-it-'
 AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 CONTROL_CHANNEL = 'org.vmha.control.0'
+HEARTBEAT_CHANNEL = 'org.vmha.heartbeat.0'
 
 # Everything the test bed needs from Debian, in one apt-get call.
 # libvirt-daemon-system pulls systemd in as a dependency; nothing of it
@@ -95,7 +97,7 @@ CONTROL_CHANNEL = 'org.vmha.control.0'
 PACKAGES = (
     'libvirt-daemon-system', 'libvirt-daemon-driver-qemu',
     'libvirt-clients', 'qemu-system-x86', 'qemu-guest-agent',
-    'busybox-static', 'linux-image-amd64', 'kmod',
+    'busybox-static', 'linux-image-amd64', 'kmod', 'python3.11-minimal',
 )
 APT_LOCK = pathlib.Path('/tmp/vmha-testbed-apt.lock')
 SESSION_LOCK = pathlib.Path('/tmp/vmha-testbed-session.lock')
@@ -525,13 +527,17 @@ GUEST_SCRIPTS = {
     'vmha-agent': ('sbin/vmha-agent', 0o755),
     'vmha-control': ('sbin/vmha-control', 0o755),
     'vmha-do': ('sbin/vmha-do', 0o755),
+    'vmha-heartbeat': ('sbin/vmha-heartbeat', 0o755),
+    'heartbeat.conf': ('etc/vmha-guest/heartbeat.conf', 0o644),
+    'health-check': ('etc/vmha-guest/health-check', 0o755),
+    'event-handler': ('etc/vmha-guest/event-handler', 0o755),
     'shutdown': ('sbin/shutdown', 0o755),
     'power-button': ('etc/acpi/PWRF/00000080', 0o755),
 }
 BUSYBOX = pathlib.Path('/bin/busybox')
 QEMU_GA = pathlib.Path('/usr/sbin/qemu-ga')
 # Bump when the image layout changes in a way the inputs do not show.
-IMAGE_FORMAT = 2
+IMAGE_FORMAT = 3
 XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point note
 
 
@@ -574,6 +580,36 @@ class Cpio:
     def finish(self):
         self._entry('TRAILER!!!', 0)
         return bytes(self._out)
+
+
+def unpack_initramfs(image, directory):
+    """Unpack a gzipped newc initramfs (as :class:`Cpio` writes it) into
+    ``directory``: directories, files and their modes; device nodes are
+    left out.  For tests that run the image's programs in a chroot."""
+    data = gzip.decompress(pathlib.Path(image).read_bytes())
+    directory = pathlib.Path(directory)
+    position = 0
+    while True:
+        header = data[position:position + 110]
+        if header[:6] != b'070701':
+            raise TestbedError('%s: no newc header at %d' % (image, position))
+        mode = int(header[14:22], 16)
+        size = int(header[54:62], 16)
+        name_size = int(header[94:102], 16)
+        position += 110
+        name = data[position:position + name_size - 1].decode()
+        position += name_size + (-(110 + name_size) % 4)
+        content = data[position:position + size]
+        position += size + (-size % 4)
+        if name == 'TRAILER!!!':
+            return
+        target = directory / name
+        if stat.S_ISDIR(mode):
+            target.mkdir(parents=True, exist_ok=True)
+        elif stat.S_ISREG(mode):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(stat.S_IMODE(mode))
 
 
 def guest_kernel_version():
@@ -714,11 +750,23 @@ class GuestImage:
     cache directory must be readable by libvirt-qemu, hence not under
     pytest's basetemp.  A lock file keeps parallel sessions from building
     twice.
+
+    With ``python=True`` (``cache_dir/python-<key>/``) the image also
+    carries the host's python3.11 with the part of its standard library
+    the guest heartbeat daemon imports, and that daemon, from ``guest/``
+    of the checkout (or ``guest_dir``): see :mod:`guest_python`.  Its key
+    also hashes the daemon's sources, so an edit there builds a new image.
+    busybox init keeps the daemon running (guest/vmha-heartbeat) on a
+    domain with the heartbeat channel.
     """
 
-    def __init__(self, cache_dir=DEFAULT_IMAGE_CACHE, pvh=True):
+    def __init__(self, cache_dir=DEFAULT_IMAGE_CACHE, pvh=True,
+                 python=False, guest_dir=None):
         self.cache_dir = pathlib.Path(cache_dir)
         self.pvh = pvh
+        self.python = python
+        self.guest_dir = pathlib.Path(guest_dir or
+                                      guest_python.GUEST_SOURCE_DIR)
         self.timings = {}
         self.built = False
         self.kernel_version = None
@@ -745,9 +793,22 @@ class GuestImage:
         scripts = {name: hashlib.sha256(
             (GUEST_FILES / name).read_bytes()).hexdigest()[:16]
             for name in sorted(GUEST_SCRIPTS)}
-        return {'format': IMAGE_FORMAT, 'kernel': kernel, 'pvh': self.pvh,
-                'packages': versions, 'libraries': libraries,
-                'modules': list(GUEST_MODULES), 'scripts': scripts}
+        inputs = {'format': IMAGE_FORMAT, 'kernel': kernel, 'pvh': self.pvh,
+                  'packages': versions, 'libraries': libraries,
+                  'modules': list(GUEST_MODULES), 'scripts': scripts}
+        if self.python:
+            try:
+                inputs['python'] = dict(
+                    guest_python.inputs(self.guest_dir),
+                    packages=package_versions(guest_python.PYTHON_PACKAGES))
+            except guest_python.PythonImageError as error:
+                raise TestbedError('the heartbeat guest image: %s' % error)
+        return inputs
+
+    @property
+    def directory_prefix(self):
+        """Cached images of this variant are ``<prefix><key>``."""
+        return 'python-' if self.python else ''
 
     def build(self, force=False):
         """Build the image unless the cache has it; return self."""
@@ -756,7 +817,7 @@ class GuestImage:
         self.kernel_version = inputs['kernel']
         self.key = hashlib.sha256(json.dumps(
             inputs, sort_keys=True).encode()).hexdigest()[:16]
-        target = self.cache_dir / self.key
+        target = self.cache_dir / (self.directory_prefix + self.key)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.chmod(0o755)
         with services.file_lock(self.cache_dir / '.lock'):
@@ -767,7 +828,9 @@ class GuestImage:
                 self._build(inputs, target)
                 self.timings['build'] = time.monotonic() - started
                 self.built = True
-                self._prune(keep=target)
+            else:
+                os.utime(target)  # in use: _prune keeps it a while
+            self._prune(keep=target)
         self.manifest = json.loads((target / 'manifest.json').read_text())
         self.kernel = target / self.manifest['kernel_file']
         self.initrd = target / 'initrd.img'
@@ -791,6 +854,18 @@ class GuestImage:
         for library in inputs['libraries']:
             archive.file(library.lstrip('/'),
                          pathlib.Path(library).read_bytes(), 0o755)
+        if 'python' in inputs:
+            # The interpreter finds its prefix by os.py(c) and
+            # lib-dynload, which must exist even when empty.
+            archive.directory(str(guest_python.STDLIB / 'lib-dynload')
+                              .lstrip('/'))
+            files = guest_python.image_files(inputs['python'],
+                                             self.guest_dir)
+            shipped = {library.lstrip('/')
+                       for library in inputs['libraries']}
+            for path, (data, mode) in sorted(files.items()):
+                if path not in shipped:  # qemu-ga's libc, say
+                    archive.file(path, data, mode)
         modules = module_files(kernel)
         names = []
         for path in modules:
@@ -834,12 +909,14 @@ class GuestImage:
             raise
 
     def _prune(self, keep, age=3600):
-        """Remove images of other inputs (older package versions) not
-        touched for ``age`` seconds: a session that still boots one keeps
-        it for a while."""
+        """Remove images of this variant built from other inputs (older
+        package versions, other guest sources) not used for ``age``
+        seconds: a session that still boots one keeps it for a while.
+        The other variant's images are left alone."""
         for path in self.cache_dir.iterdir():
-            if path.is_dir() and path != keep and \
-                    time.time() - path.stat().st_mtime > age:
+            if path.is_dir() and path != keep \
+                    and path.name.startswith('python-') == self.python \
+                    and time.time() - path.stat().st_mtime > age:
                 shutil.rmtree(path, ignore_errors=True)
 
     def cmdline(self, extra=''):
@@ -910,9 +987,11 @@ class Domains:
     libvirtd log in the message.
     """
 
-    def __init__(self, libvirtd, image, run_dir, virt_type=None):
+    def __init__(self, libvirtd, image, run_dir, virt_type=None,
+                 heartbeat_image=None):
         self.libvirtd = libvirtd
         self.image = image
+        self._heartbeat_image = heartbeat_image
         self.run_dir = pathlib.Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.virt_type = virt_type or detect_virt_type()
@@ -924,6 +1003,19 @@ class Domains:
     @property
     def uri(self):
         return self.libvirtd.uri
+
+    @property
+    def heartbeat_image(self):
+        """The image with Python and the heartbeat daemon (built on first
+        use, next to :attr:`image` in its cache)."""
+        if self._heartbeat_image is None:
+            if self.image.python:
+                self._heartbeat_image = self.image
+            else:
+                self._heartbeat_image = GuestImage(
+                    self.image.cache_dir, pvh=self.image.pvh,
+                    python=True).build()
+        return self._heartbeat_image
 
     # -- plumbing ----------------------------------------------------------
 
@@ -980,17 +1072,19 @@ class Domains:
     def domain_xml(self, name, uuid, memory_mib=256, vcpus=1, pvpanic=True,
                    watchdog=False, watchdog_action='none',
                    on_crash='destroy', on_reboot='restart', agent=True,
-                   control=True, cmdline=''):
+                   control=True, cmdline='', heartbeat=False, image=None):
         """The XML of a test guest (see :meth:`define_guest`)."""
+        image = image or self.image
         channels = ''.join(CHANNEL_XML.format(name=channel) for channel, on
                            in ((AGENT_CHANNEL, agent),
-                               (CONTROL_CHANNEL, control)) if on)
+                               (CONTROL_CHANNEL, control),
+                               (HEARTBEAT_CHANNEL, heartbeat)) if on)
         return DOMAIN_XML.format(
             virt_type=self.virt_type, name=name, uuid=uuid,
             description='%s%d' % (OWNER_MARK, os.getpid()),
             memory_mib=memory_mib, vcpus=vcpus,
-            kernel=self.image.kernel, initrd=self.image.initrd,
-            cmdline=self.image.cmdline(cmdline),
+            kernel=image.kernel, initrd=image.initrd,
+            cmdline=image.cmdline(cmdline),
             cpu=("\n  <cpu mode='host-passthrough'/>"
                  if self.virt_type == 'kvm' else ''),
             on_reboot=on_reboot, on_crash=on_crash,
@@ -1003,7 +1097,8 @@ class Domains:
                      watchdog=False, watchdog_action='none',
                      on_crash='destroy', on_reboot='restart', agent=True,
                      control=True, agent_off=False, boot_commands=(),
-                     cmdline='', vcpus=1):
+                     cmdline='', vcpus=1, heartbeat=False,
+                     heartbeat_off=False, heartbeat_conf=None):
         """Define (not start) a guest; return its :class:`Guest`.
 
         :param name: middle part of the domain name
@@ -1020,6 +1115,15 @@ class Domains:
         :param boot_commands: guest commands run at boot, each
             ``command`` or ``command@seconds`` (e.g. ``'panic@5'``)
         :param cmdline: more kernel command line
+        :param heartbeat: boot the image with Python and vmha-guest
+            (:attr:`heartbeat_image`) and give the domain the
+            ``org.vmha.heartbeat.0`` channel (``<source mode='bind'/>``:
+            libvirt picks the socket path; :meth:`channel_path` finds it)
+        :param heartbeat_off: boot without starting vmha-guest
+            (``hb-start`` starts it)
+        :param heartbeat_conf: {KEY: VALUE} replacing keys of the guest's
+            /etc/vmha-guest/heartbeat.conf (guest/heartbeat.conf), e.g.
+            ``{'CORRECTIVE_ACTION': 'log'}``; no spaces in values
         """
         full_name = '%s%s-%s' % (NAME_PREFIX, name, uuid_lib.uuid4().hex[:6])
         uuid = str(uuid_lib.uuid4())
@@ -1028,12 +1132,23 @@ class Domains:
             extra.append('vmha.agent=off')
         if boot_commands:
             extra.append('vmha.do=' + ','.join(boot_commands))
+        if heartbeat:
+            extra.append('vmha.heartbeat=on')
+        if heartbeat_off:
+            extra.append('vmha.heartbeat=off')
+        for key, value in sorted((heartbeat_conf or {}).items()):
+            if not key.isidentifier() or not str(value) or \
+                    any(c.isspace() for c in str(value)):
+                raise TestbedError('heartbeat_conf %s=%r: a KEY and a value '
+                                   'without spaces, please' % (key, value))
+            extra.append('vmha.hb.%s=%s' % (key, value))
         xml = self.domain_xml(
             full_name, uuid, memory_mib=memory_mib, vcpus=vcpus,
             pvpanic=pvpanic, watchdog=watchdog,
             watchdog_action=watchdog_action, on_crash=on_crash,
             on_reboot=on_reboot, agent=agent, control=control,
-            cmdline=' '.join(extra))
+            cmdline=' '.join(extra), heartbeat=heartbeat,
+            image=self.heartbeat_image if heartbeat else None)
         path = self.run_dir / ('%s.xml' % full_name)
         path.write_text(xml)
         self.virsh('define', path, name=full_name)
@@ -1198,6 +1313,15 @@ class Domains:
         Works whatever state qemu-ga is in; a guest that is still booting
         gets the command once it listens (~3 s after the kernel started).
         """
+        return self._exchange(name, command, timeout)[0]
+
+    def output(self, name, command, timeout=30):
+        """Like :meth:`send`, but return what the command printed in the
+        guest (its stdout and stderr, as text)."""
+        return self._exchange(name, command, timeout)[1]
+
+    def _exchange(self, name, command, timeout):
+        """Send ``command``; return (time of the ack, its output)."""
         path = self.channel_path(name, CONTROL_CHANNEL)
         verb = command.split(':')[0]
         final = b'ack ' if verb in NO_RETURN_COMMANDS else b'done '
@@ -1230,11 +1354,15 @@ class Domains:
                                % (name, 'acknowledge' if ack not in received
                                   else 'finish', command, timeout, received,
                                   self.log_tail(name)))
+        output = ''.join(
+            line[4:].decode(errors='replace') + '\n'
+            for line in received.split(b'\n')[:-1]
+            if line.startswith(b'out '))
         if final.startswith(b'done ') and answer.split()[-1] != b'0':
-            raise TestbedError('%s: %r failed in the guest (%s)\n%s'
-                               % (name, command, answer.decode(),
+            raise TestbedError('%s: %r failed in the guest (%s)\n%s\n%s'
+                               % (name, command, answer.decode(), output,
                                   self.log_tail(name)))
-        return acked
+        return acked, output
 
     @staticmethod
     def _answered(received, final):
@@ -1273,6 +1401,42 @@ class Domains:
     def fire_watchdog(self, name, seconds=2):
         """Arm the watchdog with a ``seconds`` timeout, never feed it."""
         return self.send(name, 'watchdog:%d' % seconds)
+
+    # -- the heartbeat daemon (vmha-guest) and its test scripts -----------
+
+    def heartbeat_path(self, name):
+        """Host-side socket of the domain's heartbeat channel."""
+        return self.channel_path(name, HEARTBEAT_CHANNEL)
+
+    def heartbeat_command(self, name, what):
+        """``hb-kill`` (SIGKILL vmha-guest, keep it dead), ``hb-stop``
+        (SIGTERM: it says exit), ``hb-start``, ``hb-freeze`` (SIGSTOP),
+        ``hb-thaw``.  Returns the time of the guest's ack."""
+        if what not in ('hb-kill', 'hb-stop', 'hb-start', 'hb-freeze',
+                        'hb-thaw'):
+            raise ValueError('no such heartbeat command: %r' % what)
+        return self.send(name, what)
+
+    def set_healthy(self, name, healthy=True, reason=None):
+        """Make the guest's health check pass, or fail with ``reason``
+        (it runs every HEALTH_CHECK_INTERVAL s of heartbeat.conf)."""
+        if healthy:
+            return self.send(name, 'hb-healthy')
+        return self.send(name, 'hb-unhealthy' + (':' + reason if reason
+                                                 else ''))
+
+    def set_stop_vote(self, name, accept=True, reason=None):
+        """Make the guest's event handler accept or reject a stop vote."""
+        if accept:
+            return self.send(name, 'accept-stop')
+        return self.send(name, 'reject-stop' + (':' + reason if reason
+                                                else ''))
+
+    def heartbeat_events(self, name):
+        """The event handler's calls since this boot, one list of
+        arguments each (e.g. ``['revocable', 'stop']``)."""
+        return [line.split() for line in
+                self.output(name, 'events').splitlines() if line.strip()]
 
     # -- through qemu-ga ---------------------------------------------------
 
@@ -1460,6 +1624,24 @@ class Guest:
     def send(self, command, timeout=30):
         return self.domains.send(self.name, command, timeout)
 
+    def output(self, command, timeout=30):
+        return self.domains.output(self.name, command, timeout)
+
+    def heartbeat_path(self):
+        return self.domains.heartbeat_path(self.name)
+
+    def heartbeat_command(self, what):
+        return self.domains.heartbeat_command(self.name, what)
+
+    def set_healthy(self, healthy=True, reason=None):
+        return self.domains.set_healthy(self.name, healthy, reason)
+
+    def set_stop_vote(self, accept=True, reason=None):
+        return self.domains.set_stop_vote(self.name, accept, reason)
+
+    def heartbeat_events(self):
+        return self.domains.heartbeat_events(self.name)
+
     def panic(self):
         return self.domains.panic(self.name)
 
@@ -1506,7 +1688,8 @@ class Guest:
 def main(argv=None):
     """Drive the test bed by hand.
 
-    ``python -m tests.integration.testbed build`` builds the guest image;
+    ``python -m tests.integration.testbed build [python]`` builds the
+    guest image (with ``python``: the heartbeat image);
     ``... purge`` removes domains of dead sessions; ``... up [N [DIR]]``
     starts libvirtd, boots N guests (default 1) and keeps them until
     Ctrl-C, with logs in DIR (a new temporary directory by default).
@@ -1514,7 +1697,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     action = argv[0] if argv else 'up'
     if action == 'build':
-        image = GuestImage().build()
+        image = GuestImage(python=argv[1:2] == ['python']).build()
         print('kernel  %s\ninitrd  %s\ntimings %s'
               % (image.kernel, image.initrd, image.timings))
         return
