@@ -590,6 +590,7 @@ class Daemon:
         self.channel = Channel(config['DEVICE'])
         self.reader = LineReader()
         self.outbox = b''
+        self.dropping = False        # the outbox overflowed, logged once
         self.seq = 0
         self.registered = False
         self.last_init = None        # when the last init was sent
@@ -620,8 +621,12 @@ class Daemon:
         if len(self.outbox) + len(data) > MAX_OUTBOX:
             # The host is not reading.  What waits is stale by now (old
             # nonces, old inits): drop it rather than grow or block.
-            LOG.warning('host is not reading the channel: dropping %d '
-                        'bytes not yet written', len(self.outbox))
+            # Said once until the channel drains, not once per drop.
+            if not self.dropping:
+                LOG.warning('host is not reading the channel: dropping '
+                            'what it has not taken (%d bytes)',
+                            len(self.outbox))
+                self.dropping = True
             self.outbox = b''
         self.outbox += data
         self.flush()
@@ -632,6 +637,9 @@ class Daemon:
             if not written:
                 break
             self.outbox = self.outbox[written:]
+        if not self.outbox and self.dropping:
+            LOG.info('host reads the channel again')
+            self.dropping = False
 
     def send_init(self, now):
         config = self.config
