@@ -174,7 +174,7 @@ def script(workdir, name, body):
 def start_daemon(workdir, host):
     procs = []
 
-    def start(**settings):
+    def start(env=None, **settings):
         settings.setdefault('HB_INTERVAL', INTERVAL_MS)
         settings.setdefault('DEVICE', host.path)
         settings.setdefault('API_SOCKET', str(workdir / 'api.sock'))
@@ -185,7 +185,8 @@ def start_daemon(workdir, host):
         proc = subprocess.Popen(
             [sys.executable, str(GUEST / 'vmha_guest.py'), '--config',
              str(conf), '--foreground'],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **(env or {})))
         log.close()
         procs.append(proc)
         return proc
@@ -511,3 +512,53 @@ def test_bad_configuration_exits_2_with_one_readable_line(workdir):
     assert len(lines) == 1
     assert 'heartbeat.conf:2' in lines[0]
     assert 'CORRECTIVE_ACTION' in lines[0] and 'log|reboot|stop' in lines[0]
+
+
+def test_sample_event_handler_rejects_stop_while_on_hold(
+        workdir, host, start_daemon):
+    hold = workdir / 'hold'
+    host.listen()
+    start_daemon(EVENT_HANDLING_SCRIPT=GUEST / 'dist' / 'event-handler',
+                 env={'VMHA_HOLD_FILE': str(hold)})
+    host.accept()
+    host.register()
+    assert host.notify('stop')[0]['result'] == 'accept'
+    hold.write_text('nightly backup running\n')
+    response, _ = host.notify('stop')
+    assert (response['result'], response['reason']) == (
+        'reject', 'nightly backup running')
+    assert host.notify('pause')[0]['result'] == 'accept'
+
+
+def test_sample_app_killed_makes_the_guest_unhealthy_naming_it(
+        workdir, host, start_daemon):
+    host.listen()
+    start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    app = subprocess.Popen(
+        [sys.executable, str(GUEST / 'examples' / 'sample_app.py'),
+         '--name', 'sample', '--interval-ms', '300', '--socket', api,
+         '--unhealthy-flag', str(workdir / 'sick'),
+         '--busy-flag', str(workdir / 'busy')],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert 'sample registered' in app.stdout.readline()
+        for _ in range(4):
+            assert host.challenge()[0]['health'] == 'healthy'
+            time.sleep(INTERVAL_MS / 1000.0)
+        (workdir / 'busy').write_text('settling accounts\n')
+        response, _ = host.notify('reboot')
+        assert (response['result'], response['reason']) == (
+            'reject', 'settling accounts')
+        app.kill()
+        response = host.challenge_until(
+            lambda r: r['health'] == 'unhealthy', timeout=3)
+        assert 'application sample missed its heartbeat' in \
+            response['reason']
+    finally:
+        app.kill()
+        app.wait(5)
+        app.stdout.close()
