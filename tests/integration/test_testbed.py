@@ -10,7 +10,7 @@ libvirt's callback ran (the event's ``monotonic`` stamp, taken on
 libvirt's event-loop thread); the terminal summary prints them.
 """
 
-import os
+import shutil
 import subprocess
 import time
 
@@ -351,20 +351,21 @@ def test_heartbeat_image_imports_the_daemon_in_a_chroot(heartbeat_image,
     modules = sorted({path.split('/')[0].removesuffix('.py') for path in
                       image.manifest['python']['guest_sources']})
 
-    def enter_image():
-        os.chroot(root)
-        os.chdir('/usr/lib/vmha-guest')
+    chroot = shutil.which('chroot', path='/usr/sbin:/usr/bin:/sbin:/bin')
 
-    def run(*argv):
-        # As guest/vmha-heartbeat starts it: "python3.11 -S -B -m ...".
+    def run(script):
+        # As guest/vmha-heartbeat starts it: "python3.11 -S -B" in the
+        # daemon's directory.
         return subprocess.run(
-            ['/usr/bin/python3.11', '-S', '-B', *argv], capture_output=True,
-            text=True, timeout=120, preexec_fn=enter_image,
-            env={'PATH': '/usr/bin:/bin', 'LC_ALL': 'C'})
-    result = run('-c', 'import sys; sys.path.insert(0, "")\n'
-                 'for name in %r: __import__(name)' % modules)
+            [chroot, str(root), '/usr/bin/python3.11', '-S', '-B', '-c',
+             'import os, sys\nos.chdir("/usr/lib/vmha-guest")\n'
+             'sys.path.insert(0, "")\n' + script], capture_output=True,
+            text=True, timeout=120, env={'PATH': '/usr/bin:/bin',
+                                         'LC_ALL': 'C'})
+    result = run('for name in %r: __import__(name)' % modules)
     assert result.returncode == 0, result.stdout + result.stderr
-    result = run('-m', 'vmha_guest', '--help')
+    result = run('import runpy\nsys.argv = ["vmha_guest", "--help"]\n'
+                 'runpy.run_module("vmha_guest", run_name="__main__")')
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'usage' in result.stdout.lower()
     assert not list(root.glob('usr/lib/python3.11/**/*.py'))  # .pyc only
@@ -390,22 +391,17 @@ def test_heartbeat_guest_registers_answers_and_votes(vm_factory,
         assert response['health'] == 'healthy'
 
         # Every challenge answered with its own nonce, in order.
-        round_trips = []
         for _ in range(10):
-            response, seconds = peer.challenge(timeout=2)
+            response, _ = peer.challenge(timeout=2)
             assert response is not None, peer.received_types()
             assert heartbeat_peer.protocol_errors(response) == []
-            round_trips.append(seconds)
-        round_trips.sort()
-        realvm_measure('heartbeat: challenge round trip (median of 10)',
-                       round_trips[5])
         seqs = [m['seq'] for _, d, m in peer.log if d == 'received']
         assert seqs == sorted(set(seqs))
 
         # The health check's flag file, with its reason, and back.
         guest.set_healthy(False, reason='disk full on /data')
         response = wait_for_health(peer, 'unhealthy')
-        assert response['reason'] == 'disk full on /data'
+        assert 'disk full on /data' in response['reason']
         guest.set_healthy(True)
         wait_for_health(peer, 'healthy')
 
