@@ -124,6 +124,9 @@ def test_healthy_hung_and_killed_heartbeat_guest(make_agent, vm_factory,
     assert (failure['event'], failure['vir_domain_event']) == (
         'QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')  # Masakari recovers
     assert latency <= HANG_REPORTED_WITHIN
+    # The instance.heartbeat notification may reach the sink just after.
+    wait_for(lambda: heartbeat_failures(agent, guest), timeout=10,
+             what='the heartbeat notification of the failure')
     (_, failed), = heartbeat_failures(agent, guest)
     assert failed['action_taken'] == 'log'
     # The guest-agent monitor sees the hang too (5 s pings): the same
