@@ -595,9 +595,13 @@ class Daemon:
         self.registered = False
         self.last_init = None        # when the last init was sent
         self.last_challenge = None   # when the host last challenged us
+        # Until when silence is expected (an action we were told of
+        # runs): no init for silence before then.
+        self.quiet_until = None
         self.granted = {
             'heartbeat_interval_ms': config['HB_INTERVAL'],
             'corrective_action': config['CORRECTIVE_ACTION'],
+            'restart_secs': config['RESTART'],
         }
         self.stopping = threading.Event()
         self.results = []            # (kind, payload) from other threads
@@ -725,8 +729,12 @@ class Daemon:
         changed = (not self.registered
                    or self.granted['heartbeat_interval_ms'] != interval
                    or self.granted['corrective_action'] != action)
+        restart = message.get('restart_secs')
+        if not _is_number(restart) or restart <= 0:
+            restart = self.config['RESTART']
         self.granted = {'heartbeat_interval_ms': interval,
-                        'corrective_action': action}
+                        'corrective_action': action,
+                        'restart_secs': restart}
         self.registered = True
         self.last_challenge = now
         if changed:
@@ -739,6 +747,7 @@ class Daemon:
             self.nack('invalid', message['seq'], 'challenge needs a nonce')
             return
         self.last_challenge = now
+        self.quiet_until = None
         healthy, reason, action = self.health(now)
         if healthy:
             self.send('challenge_response', nonce=nonce, health='healthy')
@@ -841,6 +850,11 @@ class Daemon:
         LOG.info('answered %s %s %s: %s %s', message['phase'],
                  message['notification'], message['event'], result, reason)
         self.send('action_response', **fields)
+        if message['notification'] == 'irrevocable' and \
+                message['phase'] == 'pre':
+            # The action follows; the host stops challenging meanwhile.
+            # An init now would look like the guest coming back.
+            self.quiet_until = self.clock() + self.granted['restart_secs']
 
     def check_actions(self, now):
         for key, run in list(self.actions.items()):
@@ -1082,7 +1096,10 @@ class Daemon:
                 if self.last_init is None or now - self.last_init >= \
                         INIT_RETRY:
                     self.send_init(now)
+            elif self.quiet_until is not None and now < self.quiet_until:
+                pass
             elif now - self.last_challenge >= REINIT_INTERVALS * interval:
+                self.quiet_until = None
                 LOG.warning('no challenge from the host for %.1f s: '
                             'registering again', now - self.last_challenge)
                 self.registered = False
@@ -1096,6 +1113,7 @@ class Daemon:
         self.outbox = b''
         self.registered = False
         self.last_init = None
+        self.quiet_until = None
         self.actions.clear()
 
     def poll_once(self, timeout):

@@ -260,3 +260,52 @@ def test_a_host_that_does_not_read_never_grows_the_outbox(daemon):
     daemon.flush()
     assert daemon.outbox == b''
     assert not daemon.dropping
+
+
+def test_after_a_pre_notice_silence_brings_no_init_until_restart_runs_out(
+        daemon):
+    """The host stops challenging while a notified action (a reboot)
+    runs; an init then would look like the guest coming back and end
+    the host's wait before the reboot even happened."""
+    clock = daemon.clock
+    register(daemon)
+    host_says(daemon, {'type': 'init_ack', 'seq': 2, 'init_seq': 1,
+                       'heartbeat_interval_ms': 1000,
+                       'corrective_action': 'reboot', 'restart_secs': 60})
+    host_says(daemon, {'type': 'action_notify', 'seq': 3, 'action_id': 'r1',
+                       'event': 'reboot', 'notification': 'irrevocable',
+                       'phase': 'pre', 'timeout_secs': 8})
+    assert daemon.channel.messages()[-1]['result'] == 'accept'
+    for _ in range(59):
+        clock.now += 1
+        daemon.tick(clock())
+    assert daemon.channel.messages() == []
+    clock.now += 1.5
+    daemon.tick(clock())
+    assert daemon.channel.messages()[-1]['type'] == 'init'
+
+
+def test_a_challenge_ends_the_quiet_after_a_pre_notice(daemon):
+    clock = daemon.clock
+    register(daemon)
+    host_says(daemon, {'type': 'action_notify', 'seq': 3, 'action_id': 'p1',
+                       'event': 'pause', 'notification': 'irrevocable',
+                       'phase': 'pre', 'timeout_secs': 8})
+    clock.now += 5
+    host_says(daemon, {'type': 'challenge', 'seq': 4, 'nonce': 'n'})
+    daemon.channel.messages()
+    clock.now += 3.1
+    daemon.tick(clock())
+    assert daemon.channel.messages()[-1]['type'] == 'init'
+
+
+def test_a_vote_alone_does_not_silence_the_guest(daemon):
+    clock = daemon.clock
+    register(daemon)
+    host_says(daemon, {'type': 'action_notify', 'seq': 3, 'action_id': 'v1',
+                       'event': 'stop', 'notification': 'revocable',
+                       'phase': 'pre', 'timeout_secs': 8})
+    daemon.channel.messages()
+    clock.now += 3.1
+    daemon.tick(clock())
+    assert daemon.channel.messages()[-1]['type'] == 'init'
