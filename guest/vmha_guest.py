@@ -404,6 +404,247 @@ class ApiConnection:
         self.outbox = b''
         self.app = None
 
+    def name(self):
+        return self.app.name if self.app is not None else '(unregistered)'
+
+
+class ApplicationApi:
+    """The local API: applications register on a unix socket, heartbeat,
+    and vote through it.
+
+    It keeps the registered applications and answers what they send;
+    it never blocks (non-blocking sockets, bounded buffers) and calls
+    back into the daemon for votes.  A closed connection leaves its
+    application registered: one that crashed stops heartbeating and
+    the guest turns unhealthy; only ``unregister`` leaves without a
+    failure.
+    """
+
+    def __init__(self, path, granted_action, on_vote, on_gone):
+        self.path = path
+        self.granted_action = granted_action    # () -> the host's grant
+        self.on_vote = on_vote                  # (name, message, now)
+        self.on_gone = on_gone                  # (name)
+        self.apps = {}                          # name -> Application
+        self.sock = None
+        self.clients = {}                       # fd -> ApiConnection
+
+    def open(self):
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.stat(self.path).st_mode):
+                os.unlink(self.path)     # left by a previous run
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o117)
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o660)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.sock = sock
+
+    def close(self):
+        if self.sock is None:
+            return
+        for connection in list(self.clients.values()):
+            connection.sock.close()
+        self.clients.clear()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self.sock.close()
+        self.sock = None
+
+    # -- what the daemon asks --------------------------------------------
+
+    def problems(self, now):
+        """[(reason naming the application, its wished action)]."""
+        out = []
+        for name in sorted(self.apps):
+            app = self.apps[name]
+            problem = app.problem(now)
+            if problem:
+                out.append((problem, app.corrective_action))
+        return out
+
+    def excuse(self, seconds):
+        """The daemon was not scheduled for ``seconds``: neither were
+        the applications, so that silence is not theirs."""
+        for app in self.apps.values():
+            app.last_heartbeat += seconds
+
+    def notify(self, fields):
+        """Send an action_notify to every connected application; return
+        the names of those asked."""
+        asked = set()
+        for app in self.apps.values():
+            if app.connection is not None:
+                self.send(app.connection, dict(fields, type='action_notify'))
+                if app.connection is not None:
+                    asked.add(app.name)
+        return asked
+
+    # -- polling ---------------------------------------------------------
+
+    def register_poll(self, poller):
+        if self.sock is not None:
+            poller.register(self.sock, select.POLLIN)
+        for fd, connection in self.clients.items():
+            events = select.POLLIN
+            if connection.outbox:
+                events |= select.POLLOUT
+            poller.register(fd, events)
+
+    def handle(self, fd, events, now):
+        """Serve a ready descriptor; False if it is not one of ours."""
+        if self.sock is not None and fd == self.sock.fileno():
+            self.accept()
+            return True
+        connection = self.clients.get(fd)
+        if connection is None:
+            return False
+        if events & select.POLLOUT:
+            self.flush(connection)
+        if fd in self.clients and events & (
+                select.POLLIN | select.POLLHUP | select.POLLERR):
+            self.read(connection, now)
+        return True
+
+    # -- connections -----------------------------------------------------
+
+    def accept(self):
+        try:
+            sock, _ = self.sock.accept()
+        except OSError:
+            return
+        if len(self.clients) >= MAX_API_CLIENTS:
+            LOG.warning('too many API connections; refusing one')
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.clients[sock.fileno()] = ApiConnection(sock)
+
+    def send(self, connection, message):
+        connection.outbox += (json.dumps(message) + '\n').encode('utf-8')
+        if len(connection.outbox) > MAX_OUTBOX:
+            LOG.warning('application %s is not reading the API socket; '
+                        'disconnecting it', connection.name())
+            self.drop(connection)
+            return
+        self.flush(connection)
+
+    def flush(self, connection):
+        while connection.outbox:
+            try:
+                written = connection.sock.send(connection.outbox)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    return
+                self.drop(connection)
+                return
+            connection.outbox = connection.outbox[written:]
+
+    def drop(self, connection):
+        self.clients.pop(connection.sock.fileno(), None)
+        app = connection.app
+        if app is not None and app.connection is connection:
+            app.connection = None
+            self.on_gone(app.name)
+        connection.sock.close()
+
+    def read(self, connection, now):
+        try:
+            data = connection.sock.recv(65536)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return
+            data = b''
+        if not data:
+            self.drop(connection)
+            return
+        for line, error in connection.reader.feed(data):
+            message = None
+            if not error:
+                try:
+                    message = json.loads(line.decode('utf-8'))
+                except ValueError:
+                    error = 'not_json'
+                if not error and not isinstance(message, dict):
+                    error = 'not_json'
+            if not error:
+                error = self.on_message(connection, message, now)
+            if error:
+                LOG.warning('application %s: %s', connection.name(), error)
+                self.send(connection, {'type': 'error', 'reason': error})
+            if connection.sock.fileno() not in self.clients:
+                return               # dropped while answering
+
+    def on_message(self, connection, message, now):
+        """Handle one message from an application; return an error."""
+        mtype = message.get('type')
+        app = connection.app
+        if mtype == 'register':
+            return self.register(connection, message, now)
+        if app is None or self.apps.get(app.name) is not app:
+            return 'not registered'
+        if mtype == 'heartbeat':
+            health = message.get('health', 'healthy')
+            if health not in ('healthy', 'unhealthy'):
+                return 'health must be healthy or unhealthy'
+            reason = clean_text(message.get('reason') or '', 200)
+            if health != app.health:
+                LOG.info('application %s reports itself %s %s', app.name,
+                         health, reason)
+            app.health, app.reason = health, reason
+            app.last_heartbeat = now
+            return None
+        if mtype == 'unregister':
+            LOG.info('application %s unregistered', app.name)
+            del self.apps[app.name]
+            app.connection = connection.app = None
+            self.on_gone(app.name)
+            self.send(connection, {'type': 'unregister_ack'})
+            return None
+        if mtype == 'action_response':
+            self.on_vote(app.name, message, now)
+            return None
+        return 'unknown message type %r' % clean_text(mtype, 40)
+
+    def register(self, connection, message, now):
+        name = message.get('name')
+        interval = message.get('interval_ms', 1000)
+        action = message.get('corrective_action', 'reboot')
+        if (not isinstance(name, str) or not 0 < len(name) <= 64
+                or clean_text(name, 64) != name):
+            return 'name must be 1-64 printable characters'
+        if not _is_int(interval) or not 100 <= interval <= 3600000:
+            return 'interval_ms must be an integer from 100 to 3600000'
+        if action not in ACTIONS:
+            return 'corrective_action must be one of %s' % '|'.join(ACTIONS)
+        if name not in self.apps and len(self.apps) >= MAX_APPS:
+            return 'too many applications registered'
+        old = self.apps.get(name)
+        if old is not None and old.connection not in (None, connection):
+            old.connection.app = None    # the newer registration wins
+            self.on_gone(name)
+        app = Application(name, interval, action, now)
+        app.connection = connection
+        self.apps[name] = app
+        connection.app = app
+        LOG.info('application %s registered: interval %d ms, corrective '
+                 'action %s', name, interval, action)
+        self.send(connection, {
+            'type': 'register_ack', 'name': name,
+            'corrective_action': cap_action(action, self.granted_action())})
+        return None
+
 
 # --------------------------------------------------------------------------
 # Actions (votes and notifications)
@@ -610,9 +851,10 @@ class Daemon:
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         self.health_checker = None
-        self.apps = {}               # name -> Application
-        self.api_sock = None
-        self.api_clients = {}        # fd -> ApiConnection
+        self.api = ApplicationApi(
+            config['API_SOCKET'],
+            lambda: self.granted['corrective_action'],
+            self.on_app_vote, self.on_app_gone)
         self.actions = {}            # ActionRun.key -> ActionRun
 
     # -- messages to the host --------------------------------------------
@@ -674,12 +916,9 @@ class Daemon:
             if not healthy:
                 reasons.append(reason)
                 wished.append(self.config['CORRECTIVE_ACTION'])
-        for name in sorted(self.apps):
-            app = self.apps[name]
-            problem = app.problem(now)
-            if problem:
-                reasons.append(problem)
-                wished.append(app.corrective_action)
+        for problem, action in self.api.problems(now):
+            reasons.append(problem)
+            wished.append(action)
         if not reasons:
             return True, '', None
         granted = self.granted['corrective_action']
@@ -795,18 +1034,10 @@ class Daemon:
             self.answer_action(run)
             return
         self.actions[run.key] = run
-        for app in self.apps.values():
-            connection = app.connection
-            if connection is not None:
-                run.waiting.add(app.name)
-                self.api_send(connection, {
-                    'type': 'action_notify',
-                    'action_id': message['action_id'],
-                    'event': message['event'],
-                    'notification': message['notification'],
-                    'phase': message['phase'],
-                    'timeout_secs': max(0.1, run.deadline - now),
-                })
+        fields = dict((key, message[key]) for key in
+                      ('action_id', 'event', 'notification', 'phase'))
+        run.waiting |= self.api.notify(dict(
+            fields, timeout_secs=round(max(0.1, run.deadline - now), 3)))
         script = self.config['EVENT_HANDLING_SCRIPT']
         if script:
             run.script_running = True
@@ -893,180 +1124,29 @@ class Daemon:
                     run.votes['event handling script'] = vote
         self.check_actions(now)
 
-    # -- the local API ---------------------------------------------------
+    # -- votes of applications -------------------------------------------
 
-    def open_api(self):
-        path = self.config['API_SOCKET']
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)      # left by a previous run
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o117)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o660)
-        sock.listen(16)
-        sock.setblocking(False)
-        self.api_sock = sock
-
-    def api_accept(self):
-        try:
-            sock, _ = self.api_sock.accept()
-        except OSError:
-            return
-        if len(self.api_clients) >= MAX_API_CLIENTS:
-            LOG.warning('too many API connections; refusing one')
-            sock.close()
-            return
-        sock.setblocking(False)
-        self.api_clients[sock.fileno()] = ApiConnection(sock)
-
-    def api_send(self, connection, message):
-        connection.outbox += (json.dumps(message) + '\n').encode('utf-8')
-        if len(connection.outbox) > MAX_OUTBOX:
-            name = connection.app.name if connection.app else '?'
-            LOG.warning('application %s is not reading the API socket; '
-                        'disconnecting it', name)
-            self.api_close(connection)
-            return
-        self.api_flush(connection)
-
-    def api_flush(self, connection):
-        while connection.outbox:
-            try:
-                written = connection.sock.send(connection.outbox)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    return
-                self.api_close(connection)
+    def on_app_vote(self, name, message, now):
+        """An application answered an action_notify; late or unknown
+        answers are dropped."""
+        for run in self.actions.values():
+            if (run.message['action_id'] == message.get('action_id')
+                    and run.message['phase'] == message.get(
+                        'phase', run.message['phase'])
+                    and name in run.waiting):
+                run.waiting.discard(name)
+                accept = message.get('result', 'accept') != 'reject'
+                reason = clean_text(message.get('reason') or '', 200)
+                run.votes['application ' + name] = (
+                    accept, reason or 'application %s rejected' % name)
+                self.check_actions(now)
                 return
-            connection.outbox = connection.outbox[written:]
 
-    def api_close(self, connection):
-        """Close a connection.  Its application stays registered: one
-        that crashed stops heartbeating and the guest turns unhealthy;
-        only ``unregister`` leaves without a failure."""
-        self.api_clients.pop(connection.sock.fileno(), None)
-        if connection.app is not None:
-            if connection.app.connection is connection:
-                connection.app.connection = None
-            for run in self.actions.values():
-                run.waiting.discard(connection.app.name)
-        connection.sock.close()
-
-    def api_read(self, connection, now):
-        try:
-            data = connection.sock.recv(65536)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return
-            data = b''
-        if not data:
-            self.api_close(connection)
-            return
-        for line, error in connection.reader.feed(data):
-            if error:
-                self.api_send(connection, {'type': 'error',
-                                           'reason': 'too_long'})
-                continue
-            try:
-                message = json.loads(line.decode('utf-8'))
-            except ValueError:
-                message = None
-            if not isinstance(message, dict):
-                self.api_send(connection, {'type': 'error',
-                                           'reason': 'not_json'})
-                continue
-            error = self.on_api_message(connection, message, now)
-            if error:
-                name = connection.app.name if connection.app else '?'
-                LOG.warning('application %s: %s', name, error)
-                self.api_send(connection, {'type': 'error',
-                                           'reason': error})
-
-    def on_api_message(self, connection, message, now):
-        """Handle one message from an application; return an error."""
-        mtype = message.get('type')
-        app = connection.app
-        if mtype == 'register':
-            return self.api_register(connection, message, now)
-        if app is None or self.apps.get(app.name) is not app:
-            return 'not registered'
-        if mtype == 'heartbeat':
-            health = message.get('health', 'healthy')
-            if health not in ('healthy', 'unhealthy'):
-                return 'health must be healthy or unhealthy'
-            if health != app.health:
-                LOG.info('application %s reports itself %s %s', app.name,
-                         health, clean_text(message.get('reason') or ''))
-            app.health = health
-            app.reason = clean_text(message.get('reason') or '', 200)
-            app.last_heartbeat = now
-            return None
-        if mtype == 'unregister':
-            LOG.info('application %s unregistered', app.name)
-            del self.apps[app.name]
-            app.connection = None
-            connection.app = None
-            for run in self.actions.values():
-                run.waiting.discard(app.name)
-            self.api_send(connection, {'type': 'unregister_ack'})
-            return None
-        if mtype == 'action_response':
-            run = None
-            for candidate in self.actions.values():
-                if (candidate.message['action_id'] == message.get('action_id')
-                        and candidate.message['phase']
-                        == message.get('phase', candidate.message['phase'])
-                        and app.name in candidate.waiting):
-                    run = candidate
-                    break
-            if run is None:
-                return None          # late or unknown: dropped
-            run.waiting.discard(app.name)
-            accept = message.get('result', 'accept') != 'reject'
-            reason = clean_text(message.get('reason') or '', 200)
-            run.votes['application ' + app.name] = (
-                accept, reason or ('application %s rejected' % app.name))
-            self.check_actions(now)
-            return None
-        return 'unknown message type %r' % clean_text(mtype, 40)
-
-    def api_register(self, connection, message, now):
-        name = message.get('name')
-        interval = message.get('interval_ms', 1000)
-        action = message.get('corrective_action', 'reboot')
-        if (not isinstance(name, str) or not 0 < len(name) <= 64
-                or clean_text(name, 64) != name):
-            return 'name must be 1-64 printable characters'
-        if not _is_int(interval) or not 100 <= interval <= 3600000:
-            return 'interval_ms must be an integer from 100 to 3600000'
-        if action not in ACTIONS:
-            return 'corrective_action must be one of %s' % '|'.join(ACTIONS)
-        if name not in self.apps and len(self.apps) >= MAX_APPS:
-            return 'too many applications registered'
-        old = self.apps.get(name)
-        if old is not None and old.connection is not None \
-                and old.connection is not connection:
-            old.connection.app = None    # the newer registration wins
-        app = Application(name, interval, action, now)
-        app.connection = connection
-        self.apps[name] = app
-        connection.app = app
-        LOG.info('application %s registered: interval %d ms, corrective '
-                 'action %s', name, interval, action)
-        self.api_send(connection, {
-            'type': 'register_ack', 'name': name,
-            'corrective_action': cap_action(
-                action, self.granted['corrective_action'])})
-        return None
+    def on_app_gone(self, name):
+        """An application left or lost its connection: its vote will not
+        come, so nobody waits for it."""
+        for run in self.actions.values():
+            run.waiting.discard(name)
 
     # -- the loop --------------------------------------------------------
 
@@ -1077,7 +1157,7 @@ class Daemon:
                 self.config['HEALTH_CHECK_INTERVAL'], self.stopping)
             self.health_checker.start()
         try:
-            self.open_api()
+            self.api.open()
         except OSError as exc:
             # The heartbeat itself does not need the API: run without.
             LOG.error('cannot open the application API socket %s (%s); '
@@ -1126,13 +1206,7 @@ class Daemon:
             if self.outbox:
                 events |= select.POLLOUT
             poller.register(channel_fd, events)
-        if self.api_sock is not None:
-            poller.register(self.api_sock, select.POLLIN)
-        for fd, connection in self.api_clients.items():
-            events = select.POLLIN
-            if connection.outbox:
-                events |= select.POLLOUT
-            poller.register(fd, events)
+        self.api.register_poll(poller)
         try:
             ready = poller.poll(timeout * 1000)
         except InterruptedError:
@@ -1150,15 +1224,8 @@ class Daemon:
                     data = self.channel.read()
                     if data:
                         self.on_channel_data(data, now)
-            elif self.api_sock is not None and fd == self.api_sock.fileno():
-                self.api_accept()
-            elif fd in self.api_clients:
-                connection = self.api_clients[fd]
-                if events & select.POLLOUT:
-                    self.api_flush(connection)
-                if fd in self.api_clients and events & (
-                        select.POLLIN | select.POLLHUP | select.POLLERR):
-                    self.api_read(connection, now)
+            else:
+                self.api.handle(fd, events, now)
 
     def run(self):
         self.start()
@@ -1172,8 +1239,7 @@ class Daemon:
                 # while we were not running is nobody's fault.
                 if self.last_challenge is not None:
                     self.last_challenge += late
-                for app in self.apps.values():
-                    app.last_heartbeat += late
+                self.api.excuse(late)
             last = now
             self.tick(now)
             self.poll_once(ABSENT_POLL)
@@ -1189,12 +1255,7 @@ class Daemon:
                 self.flush()
         LOG.info('stopped (%s)', reason)
         self.channel.close()
-        if self.api_sock is not None:
-            try:
-                os.unlink(self.config['API_SOCKET'])
-            except OSError:
-                pass
-            self.api_sock.close()
+        self.api.close()
 
     def stop(self, *_args):
         """The signal handler: no lock here (the main thread it

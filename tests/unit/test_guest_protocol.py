@@ -173,7 +173,7 @@ def test_an_application_is_unhealthy_only_after_two_missed_intervals(
     clock = daemon.clock
     register(daemon, action='stop')
     app = vmha_guest.Application('web', 500, 'stop', clock())
-    daemon.apps['web'] = app
+    daemon.api.apps['web'] = app
     clock.now += 0.99
     assert daemon.health(clock())[0]
     clock.now += 0.02
@@ -186,8 +186,8 @@ def test_an_application_is_unhealthy_only_after_two_missed_intervals(
 def test_the_strongest_wish_wins_capped_by_the_grant(daemon):
     clock = daemon.clock
     register(daemon, action='reboot')
-    daemon.apps['a'] = vmha_guest.Application('a', 100, 'log', clock())
-    daemon.apps['b'] = vmha_guest.Application('b', 100, 'stop', clock())
+    daemon.api.apps['a'] = vmha_guest.Application('a', 100, 'log', clock())
+    daemon.api.apps['b'] = vmha_guest.Application('b', 100, 'stop', clock())
     clock.now += 1
     healthy, reason, action = daemon.health(clock())
     assert not healthy and action == 'reboot'
@@ -205,7 +205,7 @@ def test_a_descheduled_daemon_does_not_blame_its_applications(daemon):
     clock = daemon.clock
     register(daemon)
     daemon.channel.messages()
-    daemon.apps['web'] = vmha_guest.Application('web', 500, 'reboot',
+    daemon.api.apps['web'] = vmha_guest.Application('web', 500, 'reboot',
                                                 clock())
     daemon.start = lambda: None
     daemon.shutdown = lambda *args: None
