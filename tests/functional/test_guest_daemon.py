@@ -564,3 +564,84 @@ def test_sample_app_killed_makes_the_guest_unhealthy_naming_it(
         app.kill()
         app.wait(5)
         app.stdout.close()
+
+
+def api_exchange(path, *lines):
+    """Send raw lines to the API; return the replies, one per line."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    sock.connect(path)
+    replies = []
+    with sock, sock.makefile('rb') as replies_file:
+        for line in lines:
+            sock.sendall(line)
+            replies.append(json.loads(replies_file.readline()))
+    return replies
+
+
+def test_bad_api_requests_are_refused_one_by_one_and_change_nothing(
+        workdir, host, start_daemon):
+    host.listen()
+    start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    replies = api_exchange(
+        api, b'not json\n', b'x' * 5000 + b'\n',
+        b'{"type":"heartbeat"}\n',
+        b'{"type":"register","name":""}\n',
+        b'{"type":"register","name":"a\\u0007b"}\n',
+        b'{"type":"register","name":"ok","interval_ms":5}\n',
+        b'{"type":"register","name":"ok","corrective_action":"nuke"}\n',
+        b'{"type":"register","name":"ok","interval_ms":200}\n',
+        b'{"type":"dance"}\n')
+    assert [r['type'] for r in replies] == ['error'] * 7 + [
+        'register_ack', 'error']
+    assert replies[0]['reason'] == 'not_json'
+    assert replies[1]['reason'] == 'too_long'
+    assert replies[2]['reason'] == 'not registered'
+    assert 'interval_ms' in replies[5]['reason']
+    assert 'corrective_action' in replies[6]['reason']
+    # None of that made the guest unhealthy, except the application
+    # that registered and then went silent.
+    assert host.challenge()[0]['health'] == 'healthy'
+    response = host.challenge_until(lambda r: r['health'] == 'unhealthy',
+                                    timeout=3)
+    assert 'application ok' in response['reason']
+
+
+def test_a_restarted_application_takes_over_its_registration(
+        workdir, host, start_daemon):
+    host.listen()
+    start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    first = vmha_guest_client.HeartbeatClient(
+        'worker', interval_ms=200, socket_path=api).start()
+    first.stop(unregister=False)           # crashed
+    host.challenge_until(lambda r: r['health'] == 'unhealthy', timeout=3)
+    second = vmha_guest_client.HeartbeatClient(
+        'worker', interval_ms=200, socket_path=api).start()
+    try:
+        host.challenge_until(lambda r: r['health'] == 'healthy', timeout=3)
+    finally:
+        second.stop()
+
+
+def test_a_port_with_no_host_reads_eof_and_is_polled_not_spun(
+        workdir, start_daemon):
+    """A virtio-serial port without a host connected reads end-of-file
+    at once: the daemon must wait and look again, not spin a core."""
+    proc = start_daemon(DEVICE='/dev/null')
+    time.sleep(2.0)
+    assert proc.poll() is None
+    with open('/proc/%d/stat' % proc.pid) as stat_file:
+        fields = stat_file.read().rsplit(')', 1)[1].split()
+    cpu_secs = (int(fields[11]) + int(fields[12])) / os.sysconf(
+        'SC_CLK_TCK')
+    assert cpu_secs < 1.0, 'a spinning loop uses the whole 2 s'
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
