@@ -42,6 +42,8 @@ APP_MISSES = 2              # app intervals without a heartbeat
 MAX_APPS = 64
 MAX_API_CLIENTS = 128
 MAX_ACTIONS = 4             # action_notify handled at once
+MAX_TIMEOUT = 86400         # s, the protocol's bound on every timeout
+NACK_LOG_INTERVAL = 60.0    # s between two log lines about host nacks
 
 ACTIONS = ('log', 'reboot', 'stop')     # mildest first
 EVENTS = ('stop', 'reboot', 'pause', 'unpause', 'suspend', 'resume',
@@ -62,17 +64,13 @@ class ConfigError(Exception):
     """A configuration the daemon refuses; str() is the one line shown."""
 
 
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise ValueError('must be a positive integer')
-    return value
-
-
-def _positive_number(text):
+def _timeout(text):
+    # The protocol's timeouts are 0 to 86400 s; the host refuses an init
+    # with one out of range, so refuse it here, where it can be fixed.
     value = float(text)
-    if not value > 0 or value != value or value == float('inf'):
-        raise ValueError('must be a positive number')
+    if not 0 < value <= MAX_TIMEOUT:
+        raise ValueError('must be a number of seconds above 0 and at most '
+                         '%d' % MAX_TIMEOUT)
     return int(value) if value == int(value) else value
 
 
@@ -109,12 +107,12 @@ CONFIG_KEYS = {
     'HB_INTERVAL': (1000, _interval_ms),
     'CORRECTIVE_ACTION': ('reboot', _action),
     'HEALTH_CHECK_SCRIPT': ('', _optional_script),
-    'HEALTH_CHECK_INTERVAL': (30, _positive_number),
-    'VOTE': (8, _positive_number),
-    'SHUTDOWN_NOTICE': (8, _positive_number),
-    'SUSPEND_NOTICE': (8, _positive_number),
-    'RESUME_NOTICE': (13, _positive_number),
-    'RESTART': (300, _positive_number),
+    'HEALTH_CHECK_INTERVAL': (30, _timeout),
+    'VOTE': (8, _timeout),
+    'SHUTDOWN_NOTICE': (8, _timeout),
+    'SUSPEND_NOTICE': (8, _timeout),
+    'RESUME_NOTICE': (13, _timeout),
+    'RESTART': (300, _timeout),
     'EVENT_HANDLING_SCRIPT': ('', _optional_script),
     'DEVICE': ('/dev/virtio-ports/org.vmha.heartbeat.0', _path),
     'API_SOCKET': ('/run/vmha-guest/api.sock', _path),
@@ -839,6 +837,8 @@ class Daemon:
         # Until when silence is expected (an action we were told of
         # runs): no init for silence before then.
         self.quiet_until = None
+        self.nack_logged_at = None
+        self.nacks_unlogged = 0
         self.granted = {
             'heartbeat_interval_ms': config['HB_INTERVAL'],
             'corrective_action': config['CORRECTIVE_ACTION'],
@@ -935,6 +935,8 @@ class Daemon:
                             MAX_LINE)
                 self.nack(error)
                 continue
+            if not line.strip():
+                continue             # an empty line carries nothing
             message, problem = decode(line)
             if problem:
                 LOG.warning('host sent a bad message (%s): %r',
@@ -996,9 +998,20 @@ class Daemon:
 
     def on_nack(self, message, now):
         reason = message.get('reason')
-        LOG.warning('host refused our message %r: %s %s',
-                    message.get('nack_seq'), clean_text(reason, 40),
-                    clean_text(message.get('detail') or '', 120))
+        # 'stale' is the host ignoring answers to challenges we missed
+        # (we were frozen) or a repeat: expected, not worth a line.
+        # Anything else is a bug of one end: said, but not per message.
+        if reason != 'stale':
+            self.nacks_unlogged += 1
+            if self.nack_logged_at is None or \
+                    now - self.nack_logged_at >= NACK_LOG_INTERVAL:
+                LOG.warning('host refused our message %r: %s %s (%d '
+                            'refusal(s) since the last such line)',
+                            message.get('nack_seq'), clean_text(reason, 40),
+                            clean_text(message.get('detail') or '', 120),
+                            self.nacks_unlogged)
+                self.nack_logged_at = now
+                self.nacks_unlogged = 0
         if reason == 'not_registered':
             self.registered = False
             self.send_init(now)

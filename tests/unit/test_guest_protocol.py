@@ -309,3 +309,25 @@ def test_a_vote_alone_does_not_silence_the_guest(daemon):
     clock.now += 3.1
     daemon.tick(clock())
     assert daemon.channel.messages()[-1]['type'] == 'init'
+
+
+def test_empty_lines_from_the_host_carry_nothing(daemon):
+    register(daemon)
+    daemon.channel.messages()
+    daemon.on_channel_data(b'\n  \n\t\n', daemon.clock())
+    assert daemon.channel.messages() == []
+
+
+def test_stale_nacks_are_expected_and_change_nothing(daemon, caplog):
+    """A guest that was frozen answers the challenges it missed; the
+    host refuses them as stale.  That is no reason to register again,
+    nor to fill the log."""
+    register(daemon)
+    daemon.channel.messages()
+    with caplog.at_level('INFO', logger='vmha-guest'):
+        for seq in range(2, 30):
+            host_says(daemon, {'type': 'nack', 'seq': seq, 'nack_seq': seq,
+                               'reason': 'stale'})
+    assert daemon.channel.messages() == []
+    assert daemon.registered
+    assert caplog.records == []
