@@ -44,6 +44,7 @@ MAX_API_CLIENTS = 128
 MAX_ACTIONS = 4             # action_notify handled at once
 MAX_TIMEOUT = 86400         # s, the protocol's bound on every timeout
 NACK_LOG_INTERVAL = 60.0    # s between two log lines about host nacks
+MIN_HEALTH_TIMEOUT = 10     # s a health-check run may take at least
 
 ACTIONS = ('log', 'reboot', 'stop')     # mildest first
 EVENTS = ('stop', 'reboot', 'pause', 'unpause', 'suspend', 'resume',
@@ -325,13 +326,16 @@ class HealthChecker(threading.Thread):
 
     Until the first run finishes the guest counts as healthy: no
     evidence is not ill health.  A script that cannot be executed any
-    more keeps the last verdict and is logged, for the same reason.
+    more keeps the last verdict and is logged, for the same reason.  A
+    run is given at least MIN_HEALTH_TIMEOUT seconds even with a short
+    interval: a script slowed down by a loaded host is not a sick guest.
     """
 
     def __init__(self, script, interval, stopping):
         super().__init__(name='health-check', daemon=True)
         self.script = script
         self.interval = interval
+        self.timeout = max(interval, MIN_HEALTH_TIMEOUT)
         self.stopping = stopping
         self.verdict = (True, '')          # (healthy, reason)
 
@@ -344,7 +348,7 @@ class HealthChecker(threading.Thread):
 
     def check(self):
         try:
-            status, first = run_script([self.script], self.interval)
+            status, first = run_script([self.script], self.timeout)
         except OSError as exc:
             LOG.error('health check script %s cannot run (%s); keeping '
                       'the last verdict', self.script, exc)
@@ -355,7 +359,7 @@ class HealthChecker(threading.Thread):
             return (True, '')
         if status is None:
             reason = ('health check script timed out after %s s'
-                      % self.interval)
+                      % self.timeout)
         else:
             reason = 'health check script exited %d' % status
         if first:
@@ -756,15 +760,22 @@ class Channel:
             data = os.read(self.fd, MAX_LINE)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self.connected = True
-                self.pending = b''
-                return True
-            LOG.warning('reading %s: %s', self.path, exc)
-            return False
-        if not data:
+                data = None              # there, with nothing to say yet
+            else:
+                # The port itself is wrong (unplugged?): open it anew.
+                if not self._warned:
+                    LOG.warning('reading %s: %s; opening it again',
+                                self.path, exc)
+                    self._warned = True
+                os.close(self.fd)
+                self.fd = None
+                return False
+        if data == b'':
             return False
         self.connected = True
-        self.pending = data
+        self.pending = data or b''
+        self._warned = False
+        LOG.info('the host is connected on %s', self.path)
         return True
 
     def read(self):

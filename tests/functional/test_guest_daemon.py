@@ -645,3 +645,33 @@ def test_a_port_with_no_host_reads_eof_and_is_polled_not_spun(
     assert cpu_secs < 1.0, 'a spinning loop uses the whole 2 s'
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(5) == 0
+
+
+def test_an_application_registers_again_with_a_restarted_daemon(
+        workdir, host, start_daemon):
+    host.listen()
+    first = start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    client = vmha_guest_client.HeartbeatClient(
+        'cache', interval_ms=200, socket_path=api).start()
+    try:
+        first.send_signal(signal.SIGTERM)
+        host.expect('exit')
+        assert first.wait(5) == 0
+        start_daemon()
+        host.accept()
+        host.register()
+        assert wait_for(lambda: os.path.exists(api))
+        time.sleep(1.0)                   # the client finds it again
+        for _ in range(3):
+            assert host.challenge()[0]['health'] == 'healthy'
+            time.sleep(INTERVAL_MS / 1000.0)
+    finally:
+        client.stop(unregister=False)
+    # The new daemon knows it: its silence now is a failure.
+    response = host.challenge_until(lambda r: r['health'] == 'unhealthy',
+                                    timeout=3)
+    assert 'application cache' in response['reason']
