@@ -43,7 +43,7 @@ MAX_APPS = 64
 MAX_API_CLIENTS = 128
 MAX_ACTIONS = 4             # action_notify handled at once
 MAX_TIMEOUT = 86400         # s, the protocol's bound on every timeout
-NACK_LOG_INTERVAL = 60.0    # s between two log lines about host nacks
+LOG_INTERVAL = 60.0         # s between two lines of one kind of trouble
 MIN_HEALTH_TIMEOUT = 10     # s a health-check run may take at least
 
 ACTIONS = ('log', 'reboot', 'stop')     # mildest first
@@ -181,6 +181,32 @@ def check_scripts(config):
         if script and not os.access(script, os.X_OK):
             raise ConfigError('%s=%s: not an executable file'
                               % (key, script))
+
+
+# --------------------------------------------------------------------------
+# Logging what comes often
+
+class LogLimiter:
+    """At most one warning per kind of trouble every LOG_INTERVAL, with
+    the count of those not logged: a host sending garbage in a loop
+    must not fill the guest's disk with syslog."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._last = {}             # kind -> when last logged
+        self._unlogged = {}         # kind -> count since
+
+    def warning(self, kind, message, *args):
+        now = self.clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < LOG_INTERVAL:
+            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+            return
+        skipped = self._unlogged.pop(kind, 0)
+        if skipped:
+            message += ' (and %d more like it not logged)' % skipped
+        self._last[kind] = now
+        LOG.warning(message, *args)
 
 
 # --------------------------------------------------------------------------
@@ -848,8 +874,7 @@ class Daemon:
         # Until when silence is expected (an action we were told of
         # runs): no init for silence before then.
         self.quiet_until = None
-        self.nack_logged_at = None
-        self.nacks_unlogged = 0
+        self.limited = LogLimiter(clock)
         self.granted = {
             'heartbeat_interval_ms': config['HB_INTERVAL'],
             'corrective_action': config['CORRECTIVE_ACTION'],
@@ -942,16 +967,18 @@ class Daemon:
     def on_channel_data(self, data, now):
         for line, error in self.reader.feed(data):
             if error:
-                LOG.warning('host sent a line over %d bytes; dropped',
-                            MAX_LINE)
+                self.limited.warning(
+                    'bad', 'host sent a line over %d bytes; dropped',
+                    MAX_LINE)
                 self.nack(error)
                 continue
             if not line.strip():
                 continue             # an empty line carries nothing
             message, problem = decode(line)
             if problem:
-                LOG.warning('host sent a bad message (%s): %r',
-                            problem[0], line[:80])
+                self.limited.warning(
+                    'bad', 'host sent a bad message (%s): %r', problem[0],
+                    line[:80])
                 self.nack(problem[0], problem[1])
                 continue
             self.on_message(message, now)
@@ -965,7 +992,7 @@ class Daemon:
             'nack': self.on_nack,
         }.get(mtype)
         if handler is None:
-            LOG.warning('host sent unknown message type %r',
+            self.limited.warning('bad', 'host sent unknown message type %r',
                         clean_text(mtype, 40))
             self.nack('unknown_type', message['seq'])
             return
@@ -975,7 +1002,8 @@ class Daemon:
         interval = message.get('heartbeat_interval_ms')
         action = message.get('corrective_action')
         if not _is_int(interval) or interval <= 0 or action not in ACTIONS:
-            LOG.warning('host sent an invalid init_ack: %r', message)
+            self.limited.warning('bad', 'host sent an invalid init_ack: %r',
+                                 message)
             self.nack('invalid', message['seq'])
             return
         changed = (not self.registered
@@ -1013,16 +1041,10 @@ class Daemon:
         # (we were frozen) or a repeat: expected, not worth a line.
         # Anything else is a bug of one end: said, but not per message.
         if reason != 'stale':
-            self.nacks_unlogged += 1
-            if self.nack_logged_at is None or \
-                    now - self.nack_logged_at >= NACK_LOG_INTERVAL:
-                LOG.warning('host refused our message %r: %s %s (%d '
-                            'refusal(s) since the last such line)',
-                            message.get('nack_seq'), clean_text(reason, 40),
-                            clean_text(message.get('detail') or '', 120),
-                            self.nacks_unlogged)
-                self.nack_logged_at = now
-                self.nacks_unlogged = 0
+            self.limited.warning(
+                'nack', 'host refused our message %r: %s %s',
+                message.get('nack_seq'), clean_text(reason, 40),
+                clean_text(message.get('detail') or '', 120))
         if reason == 'not_registered':
             self.registered = False
             self.send_init(now)
@@ -1042,7 +1064,8 @@ class Daemon:
               or message['timeout_secs'] <= 0):
             problem = 'timeout_secs'
         if problem:
-            LOG.warning('host sent an action_notify with a bad %s', problem)
+            self.limited.warning(
+                'bad', 'host sent an action_notify with a bad %s', problem)
             self.nack('invalid', message['seq'], 'bad ' + problem)
             return
         timeout = message['timeout_secs']
@@ -1243,8 +1266,9 @@ class Daemon:
                 if not self.channel.connected:
                     continue
                 if events & select.POLLOUT:
-                    self.flush()
-                if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self.flush()             # may find the host gone
+                if self.channel.connected and events & (
+                        select.POLLIN | select.POLLHUP | select.POLLERR):
                     data = self.channel.read()
                     if data:
                         self.on_channel_data(data, now)

@@ -331,3 +331,17 @@ def test_stale_nacks_are_expected_and_change_nothing(daemon, caplog):
     assert daemon.channel.messages() == []
     assert daemon.registered
     assert caplog.records == []
+
+
+def test_a_host_sending_garbage_in_a_loop_gets_nacks_but_few_log_lines(
+        daemon, caplog):
+    register(daemon)
+    daemon.channel.messages()
+    with caplog.at_level('WARNING', logger='vmha-guest'):
+        for _ in range(500):
+            daemon.on_channel_data(b'garbage\n', daemon.clock())
+        daemon.clock.now += vmha_guest.LOG_INTERVAL
+        daemon.on_channel_data(b'garbage\n', daemon.clock())
+    assert len(daemon.channel.messages()) == 501
+    assert len(caplog.records) == 2
+    assert '499 more like it' in caplog.records[1].getMessage()
