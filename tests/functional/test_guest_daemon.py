@@ -675,3 +675,65 @@ def test_an_application_registers_again_with_a_restarted_daemon(
     response = host.challenge_until(lambda r: r['health'] == 'unhealthy',
                                     timeout=3)
     assert 'application cache' in response['reason']
+
+
+SHELLS = [['sh']] + ([['busybox', 'sh']] if shutil.which('busybox') else [])
+
+
+@pytest.mark.parametrize('shell', SHELLS, ids=lambda s: ' '.join(s))
+def test_the_init_script_starts_stops_and_reports_status(
+        workdir, host, shell):
+    wrapper = workdir / 'vmha-guest'
+    conf = workdir / 'heartbeat.conf'
+    conf.write_text('HB_INTERVAL=%d\nDEVICE=%s\nAPI_SOCKET=%s\n' % (
+        INTERVAL_MS, host.path, workdir / 'api.sock'))
+    wrapper.write_text('#!/bin/sh\nexec %s %s --config %s "$@"\n' % (
+        GUEST_PYTHON, GUEST / 'vmha_guest.py', conf))
+    wrapper.chmod(0o755)
+    env = dict(os.environ, DAEMON=str(wrapper),
+               PIDFILE=str(workdir / 'vmha-guest.pid'))
+
+    def init(action):
+        return subprocess.run(
+            shell + [str(GUEST / 'dist' / 'vmha-guest.init'), action],
+            env=env, capture_output=True, text=True, timeout=20)
+
+    host.listen()
+    assert init('status').returncode == 3
+    assert init('start').returncode == 0
+    host.accept()
+    host.register()
+    assert host.challenge()[0]['health'] == 'healthy'
+    assert init('status').returncode == 0
+    assert init('stop').returncode == 0
+    assert host.expect('exit')
+    assert init('status').returncode == 3
+    assert not (workdir / 'vmha-guest.pid').exists()
+
+
+def test_the_init_script_refuses_a_bad_configuration(workdir):
+    wrapper = workdir / 'vmha-guest'
+    conf = workdir / 'heartbeat.conf'
+    conf.write_text('VOTE=soon\n')
+    wrapper.write_text('#!/bin/sh\nexec %s %s --config %s "$@"\n' % (
+        GUEST_PYTHON, GUEST / 'vmha_guest.py', conf))
+    wrapper.chmod(0o755)
+    proc = subprocess.run(
+        ['sh', str(GUEST / 'dist' / 'vmha-guest.init'), 'start'],
+        env=dict(os.environ, DAEMON=str(wrapper),
+                 PIDFILE=str(workdir / 'vmha-guest.pid')),
+        capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    assert 'VOTE' in proc.stderr
+    assert not (workdir / 'vmha-guest.pid').exists()
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'),
+                    reason='needs systemd-analyze')
+def test_the_systemd_unit_is_valid(workdir):
+    unit = workdir / 'vmha-guest.service'
+    shutil.copy(GUEST / 'dist' / 'vmha-guest.service', unit)
+    proc = subprocess.run(['systemd-analyze', 'verify', str(unit)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == '', proc.stderr
