@@ -10,9 +10,9 @@ vmha's ``doc/heartbeat-protocol.md`` (version 1).
 Why it is one file of standard library only: it must be installable in
 any guest with a Python >= 3.8 by copying this file, including a
 minimal initramfs.  Why one thread owns all state: the answer to a
-challenge must never wait for a script, an application or a lock; the
-threads that run scripts only hand results back through a queue and a
-wakeup pipe.
+challenge must never wait for a script or an application; the threads
+that run scripts only hand their results back (a list under a lock held
+for a moment, and a wakeup pipe).
 """
 
 import errno
@@ -687,7 +687,6 @@ class ActionRun:
         self.votes = {}          # voter name -> (accept, reason)
         self.waiting = set()     # app names still to answer
         self.script_running = False
-        self.done = False
 
     @property
     def key(self):
@@ -992,8 +991,9 @@ class Daemon:
             'nack': self.on_nack,
         }.get(mtype)
         if handler is None:
-            self.limited.warning('bad', 'host sent unknown message type %r',
-                        clean_text(mtype, 40))
+            self.limited.warning(
+                'bad', 'host sent unknown message type %r',
+                clean_text(mtype, 40))
             self.nack('unknown_type', message['seq'])
             return
         handler(message, now)
@@ -1117,7 +1117,6 @@ class Daemon:
         self.post_result('script_vote', (run.key, vote))
 
     def answer_action(self, run):
-        run.done = True
         result, reason = run.response()
         message = run.message
         fields = dict((key, message[key]) for key in
