@@ -6,9 +6,13 @@ health verdicts are checked message by message.
 """
 
 import json
+import os
 import pathlib
 import sys
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import pytest
 
 GUEST = pathlib.Path(__file__).resolve().parents[2] / 'guest'
@@ -64,6 +68,8 @@ def daemon():
     daemon.channel = FakeChannel()
     yield daemon
     daemon.channel.close()
+    os.close(daemon.wake_r)
+    os.close(daemon.wake_w)
 
 
 def host_says(daemon, *messages, now=None):
@@ -345,3 +351,61 @@ def test_a_host_sending_garbage_in_a_loop_gets_nacks_but_few_log_lines(
     assert len(daemon.channel.messages()) == 501
     assert len(caplog.records) == 2
     assert '499 more like it' in caplog.records[1].getMessage()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.text(max_size=80),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6)
+host_messages = st.fixed_dictionaries(
+    {'version': st.sampled_from([1, 1, 1, 2, '1', None]),
+     'type': st.sampled_from(['init_ack', 'challenge', 'action_notify',
+                              'nack', 'init', 'bogus', 7]),
+     'seq': st.one_of(st.integers(min_value=-2, max_value=2 ** 60),
+                      st.just(True))},
+    optional={'nonce': st.one_of(st.just('ab' * 16), json_values),
+              'heartbeat_interval_ms': st.one_of(
+                  st.integers(min_value=-5, max_value=10 ** 7), json_values),
+              'corrective_action': st.sampled_from(
+                  ['log', 'reboot', 'stop', 'none', 3]),
+              'restart_secs': json_values,
+              'action_id': st.one_of(st.just('cd' * 16), json_values),
+              'event': st.sampled_from(['stop', 'pause', 'x', None]),
+              'notification': st.sampled_from(
+                  ['revocable', 'irrevocable', '']),
+              'phase': st.sampled_from(['pre', 'post', 'during']),
+              'timeout_secs': st.one_of(
+                  st.floats(min_value=0.01, max_value=20), json_values),
+              'reason': json_values})
+chunks = st.lists(st.one_of(
+    host_messages.map(lambda m: json.dumps(m).encode() + b'\n'),
+    st.binary(max_size=200)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=chunks)
+def test_whatever_the_host_sends_the_guest_answers_in_valid_lines(chunks):
+    config = vmha_guest.parse_config('')
+    daemon = vmha_guest.Daemon(config, clock=Clock())
+    daemon.channel = FakeChannel()
+    try:
+        for chunk in chunks:
+            daemon.on_channel_data(chunk, daemon.clock())
+            daemon.tick(daemon.clock())
+        seqs = []
+        for line in daemon.channel.written.splitlines():
+            assert len(line) + 1 <= vmha_guest.MAX_LINE
+            message = json.loads(line)
+            assert message['version'] == 1
+            assert message['type'] in ('init', 'challenge_response',
+                                       'action_response', 'nack', 'exit')
+            seqs.append(message['seq'])
+            if message['type'] == 'challenge_response':
+                assert message['health'] in ('healthy', 'unhealthy')
+        assert seqs == sorted(set(seqs))
+        assert len(daemon.actions) <= vmha_guest.MAX_ACTIONS
+    finally:
+        os.close(daemon.wake_r)
+        os.close(daemon.wake_w)
