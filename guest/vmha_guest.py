@@ -10,9 +10,9 @@ vmha's ``doc/heartbeat-protocol.md`` (version 1).
 Why it is one file of standard library only: it must be installable in
 any guest with a Python >= 3.8 by copying this file, including a
 minimal initramfs.  Why one thread owns all state: the answer to a
-challenge must never wait for a script, an application or a lock; the
-threads that run scripts only hand results back through a queue and a
-wakeup pipe.
+challenge must never wait for a script or an application; the threads
+that run scripts only hand their results back (a list under a lock held
+for a moment, and a wakeup pipe).
 """
 
 import errno
@@ -42,6 +42,9 @@ APP_MISSES = 2              # app intervals without a heartbeat
 MAX_APPS = 64
 MAX_API_CLIENTS = 128
 MAX_ACTIONS = 4             # action_notify handled at once
+MAX_TIMEOUT = 86400         # s, the protocol's bound on every timeout
+LOG_INTERVAL = 60.0         # s between two lines of one kind of trouble
+MIN_HEALTH_TIMEOUT = 10     # s a health-check run may take at least
 
 ACTIONS = ('log', 'reboot', 'stop')     # mildest first
 EVENTS = ('stop', 'reboot', 'pause', 'unpause', 'suspend', 'resume',
@@ -62,17 +65,13 @@ class ConfigError(Exception):
     """A configuration the daemon refuses; str() is the one line shown."""
 
 
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise ValueError('must be a positive integer')
-    return value
-
-
-def _positive_number(text):
+def _timeout(text):
+    # The protocol's timeouts are 0 to 86400 s; the host refuses an init
+    # with one out of range, so refuse it here, where it can be fixed.
     value = float(text)
-    if not value > 0 or value != value or value == float('inf'):
-        raise ValueError('must be a positive number')
+    if not 0 < value <= MAX_TIMEOUT:
+        raise ValueError('must be a number of seconds above 0 and at most '
+                         '%d' % MAX_TIMEOUT)
     return int(value) if value == int(value) else value
 
 
@@ -109,12 +108,12 @@ CONFIG_KEYS = {
     'HB_INTERVAL': (1000, _interval_ms),
     'CORRECTIVE_ACTION': ('reboot', _action),
     'HEALTH_CHECK_SCRIPT': ('', _optional_script),
-    'HEALTH_CHECK_INTERVAL': (30, _positive_number),
-    'VOTE': (8, _positive_number),
-    'SHUTDOWN_NOTICE': (8, _positive_number),
-    'SUSPEND_NOTICE': (8, _positive_number),
-    'RESUME_NOTICE': (13, _positive_number),
-    'RESTART': (300, _positive_number),
+    'HEALTH_CHECK_INTERVAL': (30, _timeout),
+    'VOTE': (8, _timeout),
+    'SHUTDOWN_NOTICE': (8, _timeout),
+    'SUSPEND_NOTICE': (8, _timeout),
+    'RESUME_NOTICE': (13, _timeout),
+    'RESTART': (300, _timeout),
     'EVENT_HANDLING_SCRIPT': ('', _optional_script),
     'DEVICE': ('/dev/virtio-ports/org.vmha.heartbeat.0', _path),
     'API_SOCKET': ('/run/vmha-guest/api.sock', _path),
@@ -182,6 +181,32 @@ def check_scripts(config):
         if script and not os.access(script, os.X_OK):
             raise ConfigError('%s=%s: not an executable file'
                               % (key, script))
+
+
+# --------------------------------------------------------------------------
+# Logging what comes often
+
+class LogLimiter:
+    """At most one warning per kind of trouble every LOG_INTERVAL, with
+    the count of those not logged: a host sending garbage in a loop
+    must not fill the guest's disk with syslog."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._last = {}             # kind -> when last logged
+        self._unlogged = {}         # kind -> count since
+
+    def warning(self, kind, message, *args):
+        now = self.clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < LOG_INTERVAL:
+            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+            return
+        skipped = self._unlogged.pop(kind, 0)
+        if skipped:
+            message += ' (and %d more like it not logged)' % skipped
+        self._last[kind] = now
+        LOG.warning(message, *args)
 
 
 # --------------------------------------------------------------------------
@@ -327,13 +352,16 @@ class HealthChecker(threading.Thread):
 
     Until the first run finishes the guest counts as healthy: no
     evidence is not ill health.  A script that cannot be executed any
-    more keeps the last verdict and is logged, for the same reason.
+    more keeps the last verdict and is logged, for the same reason.  A
+    run is given at least MIN_HEALTH_TIMEOUT seconds even with a short
+    interval: a script slowed down by a loaded host is not a sick guest.
     """
 
     def __init__(self, script, interval, stopping):
         super().__init__(name='health-check', daemon=True)
         self.script = script
         self.interval = interval
+        self.timeout = max(interval, MIN_HEALTH_TIMEOUT)
         self.stopping = stopping
         self.verdict = (True, '')          # (healthy, reason)
 
@@ -346,7 +374,7 @@ class HealthChecker(threading.Thread):
 
     def check(self):
         try:
-            status, first = run_script([self.script], self.interval)
+            status, first = run_script([self.script], self.timeout)
         except OSError as exc:
             LOG.error('health check script %s cannot run (%s); keeping '
                       'the last verdict', self.script, exc)
@@ -357,7 +385,7 @@ class HealthChecker(threading.Thread):
             return (True, '')
         if status is None:
             reason = ('health check script timed out after %s s'
-                      % self.interval)
+                      % self.timeout)
         else:
             reason = 'health check script exited %d' % status
         if first:
@@ -404,6 +432,247 @@ class ApiConnection:
         self.outbox = b''
         self.app = None
 
+    def name(self):
+        return self.app.name if self.app is not None else '(unregistered)'
+
+
+class ApplicationApi:
+    """The local API: applications register on a unix socket, heartbeat,
+    and vote through it.
+
+    It keeps the registered applications and answers what they send;
+    it never blocks (non-blocking sockets, bounded buffers) and calls
+    back into the daemon for votes.  A closed connection leaves its
+    application registered: one that crashed stops heartbeating and
+    the guest turns unhealthy; only ``unregister`` leaves without a
+    failure.
+    """
+
+    def __init__(self, path, granted_action, on_vote, on_gone):
+        self.path = path
+        self.granted_action = granted_action    # () -> the host's grant
+        self.on_vote = on_vote                  # (name, message, now)
+        self.on_gone = on_gone                  # (name)
+        self.apps = {}                          # name -> Application
+        self.sock = None
+        self.clients = {}                       # fd -> ApiConnection
+
+    def open(self):
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.stat(self.path).st_mode):
+                os.unlink(self.path)     # left by a previous run
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o117)
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o660)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.sock = sock
+
+    def close(self):
+        if self.sock is None:
+            return
+        for connection in list(self.clients.values()):
+            connection.sock.close()
+        self.clients.clear()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self.sock.close()
+        self.sock = None
+
+    # -- what the daemon asks --------------------------------------------
+
+    def problems(self, now):
+        """[(reason naming the application, its wished action)]."""
+        out = []
+        for name in sorted(self.apps):
+            app = self.apps[name]
+            problem = app.problem(now)
+            if problem:
+                out.append((problem, app.corrective_action))
+        return out
+
+    def excuse(self, seconds):
+        """The daemon was not scheduled for ``seconds``: neither were
+        the applications, so that silence is not theirs."""
+        for app in self.apps.values():
+            app.last_heartbeat += seconds
+
+    def notify(self, fields):
+        """Send an action_notify to every connected application; return
+        the names of those asked."""
+        asked = set()
+        for app in self.apps.values():
+            if app.connection is not None:
+                self.send(app.connection, dict(fields, type='action_notify'))
+                if app.connection is not None:
+                    asked.add(app.name)
+        return asked
+
+    # -- polling ---------------------------------------------------------
+
+    def register_poll(self, poller):
+        if self.sock is not None:
+            poller.register(self.sock, select.POLLIN)
+        for fd, connection in self.clients.items():
+            events = select.POLLIN
+            if connection.outbox:
+                events |= select.POLLOUT
+            poller.register(fd, events)
+
+    def handle(self, fd, events, now):
+        """Serve a ready descriptor; False if it is not one of ours."""
+        if self.sock is not None and fd == self.sock.fileno():
+            self.accept()
+            return True
+        connection = self.clients.get(fd)
+        if connection is None:
+            return False
+        if events & select.POLLOUT:
+            self.flush(connection)
+        if fd in self.clients and events & (
+                select.POLLIN | select.POLLHUP | select.POLLERR):
+            self.read(connection, now)
+        return True
+
+    # -- connections -----------------------------------------------------
+
+    def accept(self):
+        try:
+            sock, _ = self.sock.accept()
+        except OSError:
+            return
+        if len(self.clients) >= MAX_API_CLIENTS:
+            LOG.warning('too many API connections; refusing one')
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.clients[sock.fileno()] = ApiConnection(sock)
+
+    def send(self, connection, message):
+        connection.outbox += (json.dumps(message) + '\n').encode('utf-8')
+        if len(connection.outbox) > MAX_OUTBOX:
+            LOG.warning('application %s is not reading the API socket; '
+                        'disconnecting it', connection.name())
+            self.drop(connection)
+            return
+        self.flush(connection)
+
+    def flush(self, connection):
+        while connection.outbox:
+            try:
+                written = connection.sock.send(connection.outbox)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    return
+                self.drop(connection)
+                return
+            connection.outbox = connection.outbox[written:]
+
+    def drop(self, connection):
+        self.clients.pop(connection.sock.fileno(), None)
+        app = connection.app
+        if app is not None and app.connection is connection:
+            app.connection = None
+            self.on_gone(app.name)
+        connection.sock.close()
+
+    def read(self, connection, now):
+        try:
+            data = connection.sock.recv(65536)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return
+            data = b''
+        if not data:
+            self.drop(connection)
+            return
+        for line, error in connection.reader.feed(data):
+            message = None
+            if not error:
+                try:
+                    message = json.loads(line.decode('utf-8'))
+                except ValueError:
+                    error = 'not_json'
+                if not error and not isinstance(message, dict):
+                    error = 'not_json'
+            if not error:
+                error = self.on_message(connection, message, now)
+            if error:
+                LOG.warning('application %s: %s', connection.name(), error)
+                self.send(connection, {'type': 'error', 'reason': error})
+            if connection.sock.fileno() not in self.clients:
+                return               # dropped while answering
+
+    def on_message(self, connection, message, now):
+        """Handle one message from an application; return an error."""
+        mtype = message.get('type')
+        app = connection.app
+        if mtype == 'register':
+            return self.register(connection, message, now)
+        if app is None or self.apps.get(app.name) is not app:
+            return 'not registered'
+        if mtype == 'heartbeat':
+            health = message.get('health', 'healthy')
+            if health not in ('healthy', 'unhealthy'):
+                return 'health must be healthy or unhealthy'
+            reason = clean_text(message.get('reason') or '', 200)
+            if health != app.health:
+                LOG.info('application %s reports itself %s %s', app.name,
+                         health, reason)
+            app.health, app.reason = health, reason
+            app.last_heartbeat = now
+            return None
+        if mtype == 'unregister':
+            LOG.info('application %s unregistered', app.name)
+            del self.apps[app.name]
+            app.connection = connection.app = None
+            self.on_gone(app.name)
+            self.send(connection, {'type': 'unregister_ack'})
+            return None
+        if mtype == 'action_response':
+            self.on_vote(app.name, message, now)
+            return None
+        return 'unknown message type %r' % clean_text(mtype, 40)
+
+    def register(self, connection, message, now):
+        name = message.get('name')
+        interval = message.get('interval_ms', 1000)
+        action = message.get('corrective_action', 'reboot')
+        if (not isinstance(name, str) or not 0 < len(name) <= 64
+                or clean_text(name, 64) != name):
+            return 'name must be 1-64 printable characters'
+        if not _is_int(interval) or not 100 <= interval <= 3600000:
+            return 'interval_ms must be an integer from 100 to 3600000'
+        if action not in ACTIONS:
+            return 'corrective_action must be one of %s' % '|'.join(ACTIONS)
+        if name not in self.apps and len(self.apps) >= MAX_APPS:
+            return 'too many applications registered'
+        old = self.apps.get(name)
+        if old is not None and old.connection not in (None, connection):
+            old.connection.app = None    # the newer registration wins
+            self.on_gone(name)
+        app = Application(name, interval, action, now)
+        app.connection = connection
+        self.apps[name] = app
+        connection.app = app
+        LOG.info('application %s registered: interval %d ms, corrective '
+                 'action %s', name, interval, action)
+        self.send(connection, {
+            'type': 'register_ack', 'name': name,
+            'corrective_action': cap_action(action, self.granted_action())})
+        return None
+
 
 # --------------------------------------------------------------------------
 # Actions (votes and notifications)
@@ -418,7 +687,6 @@ class ActionRun:
         self.votes = {}          # voter name -> (accept, reason)
         self.waiting = set()     # app names still to answer
         self.script_running = False
-        self.done = False
 
     @property
     def key(self):
@@ -517,15 +785,22 @@ class Channel:
             data = os.read(self.fd, MAX_LINE)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self.connected = True
-                self.pending = b''
-                return True
-            LOG.warning('reading %s: %s', self.path, exc)
-            return False
-        if not data:
+                data = None              # there, with nothing to say yet
+            else:
+                # The port itself is wrong (unplugged?): open it anew.
+                if not self._warned:
+                    LOG.warning('reading %s: %s; opening it again',
+                                self.path, exc)
+                    self._warned = True
+                os.close(self.fd)
+                self.fd = None
+                return False
+        if data == b'':
             return False
         self.connected = True
-        self.pending = data
+        self.pending = data or b''
+        self._warned = False
+        LOG.info('the host is connected on %s', self.path)
         return True
 
     def read(self):
@@ -595,9 +870,14 @@ class Daemon:
         self.registered = False
         self.last_init = None        # when the last init was sent
         self.last_challenge = None   # when the host last challenged us
+        # Until when silence is expected (an action we were told of
+        # runs): no init for silence before then.
+        self.quiet_until = None
+        self.limited = LogLimiter(clock)
         self.granted = {
             'heartbeat_interval_ms': config['HB_INTERVAL'],
             'corrective_action': config['CORRECTIVE_ACTION'],
+            'restart_secs': config['RESTART'],
         }
         self.stopping = threading.Event()
         self.results = []            # (kind, payload) from other threads
@@ -606,9 +886,10 @@ class Daemon:
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         self.health_checker = None
-        self.apps = {}               # name -> Application
-        self.api_sock = None
-        self.api_clients = {}        # fd -> ApiConnection
+        self.api = ApplicationApi(
+            config['API_SOCKET'],
+            lambda: self.granted['corrective_action'],
+            self.on_app_vote, self.on_app_gone)
         self.actions = {}            # ActionRun.key -> ActionRun
 
     # -- messages to the host --------------------------------------------
@@ -670,12 +951,9 @@ class Daemon:
             if not healthy:
                 reasons.append(reason)
                 wished.append(self.config['CORRECTIVE_ACTION'])
-        for name in sorted(self.apps):
-            app = self.apps[name]
-            problem = app.problem(now)
-            if problem:
-                reasons.append(problem)
-                wished.append(app.corrective_action)
+        for problem, action in self.api.problems(now):
+            reasons.append(problem)
+            wished.append(action)
         if not reasons:
             return True, '', None
         granted = self.granted['corrective_action']
@@ -688,14 +966,18 @@ class Daemon:
     def on_channel_data(self, data, now):
         for line, error in self.reader.feed(data):
             if error:
-                LOG.warning('host sent a line over %d bytes; dropped',
-                            MAX_LINE)
+                self.limited.warning(
+                    'bad', 'host sent a line over %d bytes; dropped',
+                    MAX_LINE)
                 self.nack(error)
                 continue
+            if not line.strip():
+                continue             # an empty line carries nothing
             message, problem = decode(line)
             if problem:
-                LOG.warning('host sent a bad message (%s): %r',
-                            problem[0], line[:80])
+                self.limited.warning(
+                    'bad', 'host sent a bad message (%s): %r', problem[0],
+                    line[:80])
                 self.nack(problem[0], problem[1])
                 continue
             self.on_message(message, now)
@@ -709,8 +991,9 @@ class Daemon:
             'nack': self.on_nack,
         }.get(mtype)
         if handler is None:
-            LOG.warning('host sent unknown message type %r',
-                        clean_text(mtype, 40))
+            self.limited.warning(
+                'bad', 'host sent unknown message type %r',
+                clean_text(mtype, 40))
             self.nack('unknown_type', message['seq'])
             return
         handler(message, now)
@@ -719,14 +1002,19 @@ class Daemon:
         interval = message.get('heartbeat_interval_ms')
         action = message.get('corrective_action')
         if not _is_int(interval) or interval <= 0 or action not in ACTIONS:
-            LOG.warning('host sent an invalid init_ack: %r', message)
+            self.limited.warning('bad', 'host sent an invalid init_ack: %r',
+                                 message)
             self.nack('invalid', message['seq'])
             return
         changed = (not self.registered
                    or self.granted['heartbeat_interval_ms'] != interval
                    or self.granted['corrective_action'] != action)
+        restart = message.get('restart_secs')
+        if not _is_number(restart) or restart <= 0:
+            restart = self.config['RESTART']
         self.granted = {'heartbeat_interval_ms': interval,
-                        'corrective_action': action}
+                        'corrective_action': action,
+                        'restart_secs': restart}
         self.registered = True
         self.last_challenge = now
         if changed:
@@ -739,6 +1027,7 @@ class Daemon:
             self.nack('invalid', message['seq'], 'challenge needs a nonce')
             return
         self.last_challenge = now
+        self.quiet_until = None
         healthy, reason, action = self.health(now)
         if healthy:
             self.send('challenge_response', nonce=nonce, health='healthy')
@@ -748,9 +1037,14 @@ class Daemon:
 
     def on_nack(self, message, now):
         reason = message.get('reason')
-        LOG.warning('host refused our message %r: %s %s',
-                    message.get('nack_seq'), clean_text(reason, 40),
-                    clean_text(message.get('detail') or '', 120))
+        # 'stale' is the host ignoring answers to challenges we missed
+        # (we were frozen) or a repeat: expected, not worth a line.
+        # Anything else is a bug of one end: said, but not per message.
+        if reason != 'stale':
+            self.limited.warning(
+                'nack', 'host refused our message %r: %s %s',
+                message.get('nack_seq'), clean_text(reason, 40),
+                clean_text(message.get('detail') or '', 120))
         if reason == 'not_registered':
             self.registered = False
             self.send_init(now)
@@ -770,7 +1064,8 @@ class Daemon:
               or message['timeout_secs'] <= 0):
             problem = 'timeout_secs'
         if problem:
-            LOG.warning('host sent an action_notify with a bad %s', problem)
+            self.limited.warning(
+                'bad', 'host sent an action_notify with a bad %s', problem)
             self.nack('invalid', message['seq'], 'bad ' + problem)
             return
         timeout = message['timeout_secs']
@@ -786,18 +1081,10 @@ class Daemon:
             self.answer_action(run)
             return
         self.actions[run.key] = run
-        for app in self.apps.values():
-            connection = app.connection
-            if connection is not None:
-                run.waiting.add(app.name)
-                self.api_send(connection, {
-                    'type': 'action_notify',
-                    'action_id': message['action_id'],
-                    'event': message['event'],
-                    'notification': message['notification'],
-                    'phase': message['phase'],
-                    'timeout_secs': max(0.1, run.deadline - now),
-                })
+        fields = dict((key, message[key]) for key in
+                      ('action_id', 'event', 'notification', 'phase'))
+        run.waiting |= self.api.notify(dict(
+            fields, timeout_secs=round(max(0.1, run.deadline - now), 3)))
         script = self.config['EVENT_HANDLING_SCRIPT']
         if script:
             run.script_running = True
@@ -830,7 +1117,6 @@ class Daemon:
         self.post_result('script_vote', (run.key, vote))
 
     def answer_action(self, run):
-        run.done = True
         result, reason = run.response()
         message = run.message
         fields = dict((key, message[key]) for key in
@@ -841,6 +1127,11 @@ class Daemon:
         LOG.info('answered %s %s %s: %s %s', message['phase'],
                  message['notification'], message['event'], result, reason)
         self.send('action_response', **fields)
+        if message['notification'] == 'irrevocable' and \
+                message['phase'] == 'pre':
+            # The action follows; the host stops challenging meanwhile.
+            # An init now would look like the guest coming back.
+            self.quiet_until = self.clock() + self.granted['restart_secs']
 
     def check_actions(self, now):
         for key, run in list(self.actions.items()):
@@ -879,180 +1170,29 @@ class Daemon:
                     run.votes['event handling script'] = vote
         self.check_actions(now)
 
-    # -- the local API ---------------------------------------------------
+    # -- votes of applications -------------------------------------------
 
-    def open_api(self):
-        path = self.config['API_SOCKET']
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)      # left by a previous run
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o117)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o660)
-        sock.listen(16)
-        sock.setblocking(False)
-        self.api_sock = sock
-
-    def api_accept(self):
-        try:
-            sock, _ = self.api_sock.accept()
-        except OSError:
-            return
-        if len(self.api_clients) >= MAX_API_CLIENTS:
-            LOG.warning('too many API connections; refusing one')
-            sock.close()
-            return
-        sock.setblocking(False)
-        self.api_clients[sock.fileno()] = ApiConnection(sock)
-
-    def api_send(self, connection, message):
-        connection.outbox += (json.dumps(message) + '\n').encode('utf-8')
-        if len(connection.outbox) > MAX_OUTBOX:
-            name = connection.app.name if connection.app else '?'
-            LOG.warning('application %s is not reading the API socket; '
-                        'disconnecting it', name)
-            self.api_close(connection)
-            return
-        self.api_flush(connection)
-
-    def api_flush(self, connection):
-        while connection.outbox:
-            try:
-                written = connection.sock.send(connection.outbox)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    return
-                self.api_close(connection)
+    def on_app_vote(self, name, message, now):
+        """An application answered an action_notify; late or unknown
+        answers are dropped."""
+        for run in self.actions.values():
+            if (run.message['action_id'] == message.get('action_id')
+                    and run.message['phase'] == message.get(
+                        'phase', run.message['phase'])
+                    and name in run.waiting):
+                run.waiting.discard(name)
+                accept = message.get('result', 'accept') != 'reject'
+                reason = clean_text(message.get('reason') or '', 200)
+                run.votes['application ' + name] = (
+                    accept, reason or 'application %s rejected' % name)
+                self.check_actions(now)
                 return
-            connection.outbox = connection.outbox[written:]
 
-    def api_close(self, connection):
-        """Close a connection.  Its application stays registered: one
-        that crashed stops heartbeating and the guest turns unhealthy;
-        only ``unregister`` leaves without a failure."""
-        self.api_clients.pop(connection.sock.fileno(), None)
-        if connection.app is not None:
-            if connection.app.connection is connection:
-                connection.app.connection = None
-            for run in self.actions.values():
-                run.waiting.discard(connection.app.name)
-        connection.sock.close()
-
-    def api_read(self, connection, now):
-        try:
-            data = connection.sock.recv(65536)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return
-            data = b''
-        if not data:
-            self.api_close(connection)
-            return
-        for line, error in connection.reader.feed(data):
-            if error:
-                self.api_send(connection, {'type': 'error',
-                                           'reason': 'too_long'})
-                continue
-            try:
-                message = json.loads(line.decode('utf-8'))
-            except ValueError:
-                message = None
-            if not isinstance(message, dict):
-                self.api_send(connection, {'type': 'error',
-                                           'reason': 'not_json'})
-                continue
-            error = self.on_api_message(connection, message, now)
-            if error:
-                name = connection.app.name if connection.app else '?'
-                LOG.warning('application %s: %s', name, error)
-                self.api_send(connection, {'type': 'error',
-                                           'reason': error})
-
-    def on_api_message(self, connection, message, now):
-        """Handle one message from an application; return an error."""
-        mtype = message.get('type')
-        app = connection.app
-        if mtype == 'register':
-            return self.api_register(connection, message, now)
-        if app is None or self.apps.get(app.name) is not app:
-            return 'not registered'
-        if mtype == 'heartbeat':
-            health = message.get('health', 'healthy')
-            if health not in ('healthy', 'unhealthy'):
-                return 'health must be healthy or unhealthy'
-            if health != app.health:
-                LOG.info('application %s reports itself %s %s', app.name,
-                         health, clean_text(message.get('reason') or ''))
-            app.health = health
-            app.reason = clean_text(message.get('reason') or '', 200)
-            app.last_heartbeat = now
-            return None
-        if mtype == 'unregister':
-            LOG.info('application %s unregistered', app.name)
-            del self.apps[app.name]
-            app.connection = None
-            connection.app = None
-            for run in self.actions.values():
-                run.waiting.discard(app.name)
-            self.api_send(connection, {'type': 'unregister_ack'})
-            return None
-        if mtype == 'action_response':
-            run = None
-            for candidate in self.actions.values():
-                if (candidate.message['action_id'] == message.get('action_id')
-                        and candidate.message['phase']
-                        == message.get('phase', candidate.message['phase'])
-                        and app.name in candidate.waiting):
-                    run = candidate
-                    break
-            if run is None:
-                return None          # late or unknown: dropped
-            run.waiting.discard(app.name)
-            accept = message.get('result', 'accept') != 'reject'
-            reason = clean_text(message.get('reason') or '', 200)
-            run.votes['application ' + app.name] = (
-                accept, reason or ('application %s rejected' % app.name))
-            self.check_actions(now)
-            return None
-        return 'unknown message type %r' % clean_text(mtype, 40)
-
-    def api_register(self, connection, message, now):
-        name = message.get('name')
-        interval = message.get('interval_ms', 1000)
-        action = message.get('corrective_action', 'reboot')
-        if (not isinstance(name, str) or not 0 < len(name) <= 64
-                or clean_text(name, 64) != name):
-            return 'name must be 1-64 printable characters'
-        if not _is_int(interval) or not 100 <= interval <= 3600000:
-            return 'interval_ms must be an integer from 100 to 3600000'
-        if action not in ACTIONS:
-            return 'corrective_action must be one of %s' % '|'.join(ACTIONS)
-        if name not in self.apps and len(self.apps) >= MAX_APPS:
-            return 'too many applications registered'
-        old = self.apps.get(name)
-        if old is not None and old.connection is not None \
-                and old.connection is not connection:
-            old.connection.app = None    # the newer registration wins
-        app = Application(name, interval, action, now)
-        app.connection = connection
-        self.apps[name] = app
-        connection.app = app
-        LOG.info('application %s registered: interval %d ms, corrective '
-                 'action %s', name, interval, action)
-        self.api_send(connection, {
-            'type': 'register_ack', 'name': name,
-            'corrective_action': cap_action(
-                action, self.granted['corrective_action'])})
-        return None
+    def on_app_gone(self, name):
+        """An application left or lost its connection: its vote will not
+        come, so nobody waits for it."""
+        for run in self.actions.values():
+            run.waiting.discard(name)
 
     # -- the loop --------------------------------------------------------
 
@@ -1063,7 +1203,7 @@ class Daemon:
                 self.config['HEALTH_CHECK_INTERVAL'], self.stopping)
             self.health_checker.start()
         try:
-            self.open_api()
+            self.api.open()
         except OSError as exc:
             # The heartbeat itself does not need the API: run without.
             LOG.error('cannot open the application API socket %s (%s); '
@@ -1082,7 +1222,10 @@ class Daemon:
                 if self.last_init is None or now - self.last_init >= \
                         INIT_RETRY:
                     self.send_init(now)
+            elif self.quiet_until is not None and now < self.quiet_until:
+                pass
             elif now - self.last_challenge >= REINIT_INTERVALS * interval:
+                self.quiet_until = None
                 LOG.warning('no challenge from the host for %.1f s: '
                             'registering again', now - self.last_challenge)
                 self.registered = False
@@ -1096,6 +1239,7 @@ class Daemon:
         self.outbox = b''
         self.registered = False
         self.last_init = None
+        self.quiet_until = None
         self.actions.clear()
 
     def poll_once(self, timeout):
@@ -1108,13 +1252,7 @@ class Daemon:
             if self.outbox:
                 events |= select.POLLOUT
             poller.register(channel_fd, events)
-        if self.api_sock is not None:
-            poller.register(self.api_sock, select.POLLIN)
-        for fd, connection in self.api_clients.items():
-            events = select.POLLIN
-            if connection.outbox:
-                events |= select.POLLOUT
-            poller.register(fd, events)
+        self.api.register_poll(poller)
         try:
             ready = poller.poll(timeout * 1000)
         except InterruptedError:
@@ -1127,20 +1265,14 @@ class Daemon:
                 if not self.channel.connected:
                     continue
                 if events & select.POLLOUT:
-                    self.flush()
-                if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self.flush()             # may find the host gone
+                if self.channel.connected and events & (
+                        select.POLLIN | select.POLLHUP | select.POLLERR):
                     data = self.channel.read()
                     if data:
                         self.on_channel_data(data, now)
-            elif self.api_sock is not None and fd == self.api_sock.fileno():
-                self.api_accept()
-            elif fd in self.api_clients:
-                connection = self.api_clients[fd]
-                if events & select.POLLOUT:
-                    self.api_flush(connection)
-                if fd in self.api_clients and events & (
-                        select.POLLIN | select.POLLHUP | select.POLLERR):
-                    self.api_read(connection, now)
+            else:
+                self.api.handle(fd, events, now)
 
     def run(self):
         self.start()
@@ -1154,8 +1286,7 @@ class Daemon:
                 # while we were not running is nobody's fault.
                 if self.last_challenge is not None:
                     self.last_challenge += late
-                for app in self.apps.values():
-                    app.last_heartbeat += late
+                self.api.excuse(late)
             last = now
             self.tick(now)
             self.poll_once(ABSENT_POLL)
@@ -1171,12 +1302,7 @@ class Daemon:
                 self.flush()
         LOG.info('stopped (%s)', reason)
         self.channel.close()
-        if self.api_sock is not None:
-            try:
-                os.unlink(self.config['API_SOCKET'])
-            except OSError:
-                pass
-            self.api_sock.close()
+        self.api.close()
 
     def stop(self, *_args):
         """The signal handler: no lock here (the main thread it

@@ -56,7 +56,8 @@ class HeartbeatClient:
         self._sock = None
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._threads = []
+        self._reader = None
+        self._thread = None
         self.granted_action = None
 
     # -- connection --------------------------------------------------
@@ -78,12 +79,16 @@ class HeartbeatClient:
             sock.close()
             raise ClientError('cannot reach vmha-guest at %s: %s'
                               % (self.socket_path, exc))
-        self._sock = sock
-        self._reader = sock.makefile('rb')
-        self._send({'type': 'register', 'name': self.name,
-                    'interval_ms': self.interval_ms,
-                    'corrective_action': self.corrective_action})
-        reply = self._read_message()
+        reader = sock.makefile('rb')
+        with self._send_lock:
+            self._sock, self._reader = sock, reader
+        try:
+            self._send({'type': 'register', 'name': self.name,
+                        'interval_ms': self.interval_ms,
+                        'corrective_action': self.corrective_action})
+            reply = _read_message(reader)
+        except OSError as exc:
+            reply = {'reason': str(exc)}
         if reply is None or reply.get('type') != 'register_ack':
             self.close()
             raise ClientError('vmha-guest refused the registration: %s'
@@ -92,26 +97,21 @@ class HeartbeatClient:
         sock.settimeout(None)
         return reply
 
-    def _read_message(self):
-        line = self._reader.readline(MAX_LINE)
-        if not line:
-            return None
-        try:
-            message = json.loads(line.decode('utf-8'))
-        except ValueError:
-            return {}
-        return message if isinstance(message, dict) else {}
-
-    def close(self):
+    def close(self, reader=None):
+        """Close the connection (only if it is still ``reader``'s)."""
         with self._send_lock:
+            if reader is not None and reader is not self._reader:
+                return
             sock, self._sock = self._sock, None
+            reader, self._reader = self._reader, None
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             sock.close()
-            self._reader.close()
+        if reader is not None:
+            reader.close()
 
     # -- what the application calls ----------------------------------
 
@@ -134,14 +134,18 @@ class HeartbeatClient:
                         str(reason or '')[:200])
 
     def start(self):
-        """Register, then heartbeat and answer actions from threads."""
+        """Register, then heartbeat and answer actions from threads.
+
+        If vmha-guest restarts, the client registers again by itself
+        (retrying every half interval); only this first registration
+        raises ClientError.
+        """
         self.register()
-        for target, name in ((self._heartbeat_loop, 'heartbeat'),
-                             (self._read_loop, 'actions')):
-            thread = threading.Thread(target=target, daemon=True,
-                                      name='vmha-%s-%s' % (name, self.name))
-            thread.start()
-            self._threads.append(thread)
+        self._start_reader()
+        self._thread = threading.Thread(
+            target=self._heartbeat_loop, daemon=True,
+            name='vmha-heartbeat-%s' % self.name)
+        self._thread.start()
         return self
 
     def stop(self, unregister=True):
@@ -149,36 +153,60 @@ class HeartbeatClient:
         application (no failure), without it the guest turns unhealthy
         after two intervals, as if the application had died."""
         self._stopping.set()
-        if unregister and self._sock is not None:
+        if unregister:
             try:
                 self._send({'type': 'unregister'})
             except (OSError, ClientError):
                 pass
         self.close()
-        for thread in self._threads:
-            thread.join(2)
+        if self._thread is not None:
+            self._thread.join(2)
 
     # -- threads -----------------------------------------------------
 
+    def _start_reader(self):
+        threading.Thread(target=self._read_loop, args=(self._reader,),
+                         daemon=True,
+                         name='vmha-actions-%s' % self.name).start()
+
     def _heartbeat_loop(self):
         interval = self.interval_ms / 1000.0
+        complained = False
         # Twice per interval: one late wakeup must not look like death.
         while not self._stopping.wait(interval / 2):
+            if self._sock is None:
+                try:
+                    self.register()
+                except ClientError as exc:
+                    if not complained:
+                        LOG.error('%s: %s; retrying', self.name, exc)
+                        complained = True
+                    continue
+                if self._stopping.is_set():
+                    self.close()
+                    return
+                LOG.info('%s: registered with vmha-guest again', self.name)
+                complained = False
+                self._start_reader()
             try:
                 self.heartbeat()
             except (OSError, ClientError) as exc:
-                if not self._stopping.is_set():
-                    LOG.error('vmha-guest connection lost (%s); %s stops '
-                              'heartbeating', exc, self.name)
-                return
+                if self._stopping.is_set():
+                    return
+                LOG.warning('%s: lost vmha-guest (%s); registering again',
+                            self.name, exc)
+                self.close()
 
-    def _read_loop(self):
+    def _read_loop(self, reader):
         while not self._stopping.is_set():
             try:
-                message = self._read_message()
+                message = _read_message(reader)
             except (OSError, ValueError):
                 message = None
             if message is None:
+                # The daemon went away: let the heartbeat loop register
+                # again at its next beat rather than fail a send first.
+                self.close(reader)
                 return
             if message.get('type') == 'action_notify':
                 threading.Thread(target=self._answer_action,
@@ -206,3 +234,15 @@ class HeartbeatClient:
             self._send(reply)
         except (OSError, ClientError):
             pass
+
+
+def _read_message(reader):
+    """The next message on a connection: None at its end, {} if bad."""
+    line = reader.readline(MAX_LINE)
+    if not line:
+        return None
+    try:
+        message = json.loads(line.decode('utf-8'))
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}

@@ -30,6 +30,8 @@ import vmha_guest_client  # noqa: E402
 pytestmark = pytest.mark.functional
 
 INTERVAL_MS = 300
+#: The interpreter that runs the daemon: a guest's may be as old as 3.8.
+GUEST_PYTHON = os.environ.get('VMHA_GUEST_PYTHON', sys.executable)
 NONCE_DIGITS = '0123456789abcdef'
 
 
@@ -183,7 +185,7 @@ def start_daemon(workdir, host):
                                 for item in settings.items()))
         log = open(workdir / 'daemon.log', 'w')
         proc = subprocess.Popen(
-            [sys.executable, str(GUEST / 'vmha_guest.py'), '--config',
+            [GUEST_PYTHON, str(GUEST / 'vmha_guest.py'), '--config',
              str(conf), '--foreground'],
             stdout=log, stderr=subprocess.STDOUT,
             env=dict(os.environ, **(env or {})))
@@ -505,7 +507,7 @@ def test_bad_configuration_exits_2_with_one_readable_line(workdir):
     conf = workdir / 'heartbeat.conf'
     conf.write_text('HB_INTERVAL=1000\nCORRECTIVE_ACTION=explode\n')
     proc = subprocess.run(
-        [sys.executable, str(GUEST / 'vmha_guest.py'), '--config',
+        [GUEST_PYTHON, str(GUEST / 'vmha_guest.py'), '--config',
          str(conf)], capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -539,7 +541,7 @@ def test_sample_app_killed_makes_the_guest_unhealthy_naming_it(
     api = str(workdir / 'api.sock')
     assert wait_for(lambda: os.path.exists(api))
     app = subprocess.Popen(
-        [sys.executable, str(GUEST / 'examples' / 'sample_app.py'),
+        [GUEST_PYTHON, str(GUEST / 'examples' / 'sample_app.py'),
          '--name', 'sample', '--interval-ms', '300', '--socket', api,
          '--unhealthy-flag', str(workdir / 'sick'),
          '--busy-flag', str(workdir / 'busy')],
@@ -562,3 +564,176 @@ def test_sample_app_killed_makes_the_guest_unhealthy_naming_it(
         app.kill()
         app.wait(5)
         app.stdout.close()
+
+
+def api_exchange(path, *lines):
+    """Send raw lines to the API; return the replies, one per line."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    sock.connect(path)
+    replies = []
+    with sock, sock.makefile('rb') as replies_file:
+        for line in lines:
+            sock.sendall(line)
+            replies.append(json.loads(replies_file.readline()))
+    return replies
+
+
+def test_bad_api_requests_are_refused_one_by_one_and_change_nothing(
+        workdir, host, start_daemon):
+    host.listen()
+    start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    replies = api_exchange(
+        api, b'not json\n', b'x' * 5000 + b'\n',
+        b'{"type":"heartbeat"}\n',
+        b'{"type":"register","name":""}\n',
+        b'{"type":"register","name":"a\\u0007b"}\n',
+        b'{"type":"register","name":"ok","interval_ms":5}\n',
+        b'{"type":"register","name":"ok","corrective_action":"nuke"}\n',
+        b'{"type":"register","name":"ok","interval_ms":200}\n',
+        b'{"type":"dance"}\n')
+    assert [r['type'] for r in replies] == ['error'] * 7 + [
+        'register_ack', 'error']
+    assert replies[0]['reason'] == 'not_json'
+    assert replies[1]['reason'] == 'too_long'
+    assert replies[2]['reason'] == 'not registered'
+    assert 'interval_ms' in replies[5]['reason']
+    assert 'corrective_action' in replies[6]['reason']
+    # None of that made the guest unhealthy, except the application
+    # that registered and then went silent.
+    assert host.challenge()[0]['health'] == 'healthy'
+    response = host.challenge_until(lambda r: r['health'] == 'unhealthy',
+                                    timeout=3)
+    assert 'application ok' in response['reason']
+
+
+def test_a_restarted_application_takes_over_its_registration(
+        workdir, host, start_daemon):
+    host.listen()
+    start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    first = vmha_guest_client.HeartbeatClient(
+        'worker', interval_ms=200, socket_path=api).start()
+    first.stop(unregister=False)           # crashed
+    host.challenge_until(lambda r: r['health'] == 'unhealthy', timeout=3)
+    second = vmha_guest_client.HeartbeatClient(
+        'worker', interval_ms=200, socket_path=api).start()
+    try:
+        host.challenge_until(lambda r: r['health'] == 'healthy', timeout=3)
+    finally:
+        second.stop()
+
+
+def test_a_port_with_no_host_reads_eof_and_is_polled_not_spun(
+        workdir, start_daemon):
+    """A virtio-serial port without a host connected reads end-of-file
+    at once: the daemon must wait and look again, not spin a core."""
+    proc = start_daemon(DEVICE='/dev/null')
+    time.sleep(2.0)
+    assert proc.poll() is None
+    with open('/proc/%d/stat' % proc.pid) as stat_file:
+        fields = stat_file.read().rsplit(')', 1)[1].split()
+    cpu_secs = (int(fields[11]) + int(fields[12])) / os.sysconf(
+        'SC_CLK_TCK')
+    assert cpu_secs < 1.0, 'a spinning loop uses the whole 2 s'
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+
+
+def test_an_application_registers_again_with_a_restarted_daemon(
+        workdir, host, start_daemon):
+    host.listen()
+    first = start_daemon()
+    host.accept()
+    host.register()
+    api = str(workdir / 'api.sock')
+    assert wait_for(lambda: os.path.exists(api))
+    client = vmha_guest_client.HeartbeatClient(
+        'cache', interval_ms=200, socket_path=api).start()
+    try:
+        first.send_signal(signal.SIGTERM)
+        host.expect('exit')
+        assert first.wait(5) == 0
+        start_daemon()
+        host.accept()
+        host.register()
+        assert wait_for(lambda: os.path.exists(api))
+        time.sleep(1.0)                   # the client finds it again
+        for _ in range(3):
+            assert host.challenge()[0]['health'] == 'healthy'
+            time.sleep(INTERVAL_MS / 1000.0)
+    finally:
+        client.stop(unregister=False)
+    # The new daemon knows it: its silence now is a failure.
+    response = host.challenge_until(lambda r: r['health'] == 'unhealthy',
+                                    timeout=3)
+    assert 'application cache' in response['reason']
+
+
+SHELLS = [['sh']] + ([['busybox', 'sh']] if shutil.which('busybox') else [])
+
+
+@pytest.mark.parametrize('shell', SHELLS, ids=lambda s: ' '.join(s))
+def test_the_init_script_starts_stops_and_reports_status(
+        workdir, host, shell):
+    wrapper = workdir / 'vmha-guest'
+    conf = workdir / 'heartbeat.conf'
+    conf.write_text('HB_INTERVAL=%d\nDEVICE=%s\nAPI_SOCKET=%s\n' % (
+        INTERVAL_MS, host.path, workdir / 'api.sock'))
+    wrapper.write_text('#!/bin/sh\nexec %s %s --config %s "$@"\n' % (
+        GUEST_PYTHON, GUEST / 'vmha_guest.py', conf))
+    wrapper.chmod(0o755)
+    env = dict(os.environ, DAEMON=str(wrapper),
+               PIDFILE=str(workdir / 'vmha-guest.pid'))
+
+    def init(action):
+        return subprocess.run(
+            shell + [str(GUEST / 'dist' / 'vmha-guest.init'), action],
+            env=env, capture_output=True, text=True, timeout=20)
+
+    host.listen()
+    assert init('status').returncode == 3
+    assert init('start').returncode == 0
+    host.accept()
+    host.register()
+    assert host.challenge()[0]['health'] == 'healthy'
+    assert init('status').returncode == 0
+    assert init('stop').returncode == 0
+    assert host.expect('exit')
+    assert init('status').returncode == 3
+    assert not (workdir / 'vmha-guest.pid').exists()
+
+
+def test_the_init_script_refuses_a_bad_configuration(workdir):
+    wrapper = workdir / 'vmha-guest'
+    conf = workdir / 'heartbeat.conf'
+    conf.write_text('VOTE=soon\n')
+    wrapper.write_text('#!/bin/sh\nexec %s %s --config %s "$@"\n' % (
+        GUEST_PYTHON, GUEST / 'vmha_guest.py', conf))
+    wrapper.chmod(0o755)
+    proc = subprocess.run(
+        ['sh', str(GUEST / 'dist' / 'vmha-guest.init'), 'start'],
+        env=dict(os.environ, DAEMON=str(wrapper),
+                 PIDFILE=str(workdir / 'vmha-guest.pid')),
+        capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    assert 'VOTE' in proc.stderr
+    assert not (workdir / 'vmha-guest.pid').exists()
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'),
+                    reason='needs systemd-analyze')
+def test_the_systemd_unit_is_valid(workdir):
+    unit = workdir / 'vmha-guest.service'
+    shutil.copy(GUEST / 'dist' / 'vmha-guest.service', unit)
+    proc = subprocess.run(['systemd-analyze', 'verify', str(unit)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == '', proc.stderr

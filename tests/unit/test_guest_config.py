@@ -46,8 +46,10 @@ def test_comments_blank_lines_quotes_and_spaces():
     ('HB_INTERVAL=fast\n', ['HB_INTERVAL', 'not a number']),
     ('HB_INTERVAL=10\n', ['HB_INTERVAL', 'between 100 and 3600000']),
     ('CORRECTIVE_ACTION=none\n', ['CORRECTIVE_ACTION', 'log|reboot|stop']),
-    ('VOTE=-1\n', ['VOTE', 'positive']),
-    ('RESTART=nan\n', ['RESTART', 'positive']),
+    ('VOTE=-1\n', ['VOTE', 'above 0']),
+    ('RESTART=nan\n', ['RESTART', 'above 0']),
+    ('RESTART=86401\n', ['RESTART', 'at most 86400']),
+    ('SUSPEND_NOTICE=inf\n', ['SUSPEND_NOTICE', 'at most 86400']),
     ('HEALTH_CHECK_SCRIPT=check.sh\n', ['absolute path']),
     ('DEVICE=\n', ['DEVICE', 'empty']),
 ])

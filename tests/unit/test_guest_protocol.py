@@ -6,9 +6,13 @@ health verdicts are checked message by message.
 """
 
 import json
+import os
 import pathlib
 import sys
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import pytest
 
 GUEST = pathlib.Path(__file__).resolve().parents[2] / 'guest'
@@ -64,6 +68,8 @@ def daemon():
     daemon.channel = FakeChannel()
     yield daemon
     daemon.channel.close()
+    os.close(daemon.wake_r)
+    os.close(daemon.wake_w)
 
 
 def host_says(daemon, *messages, now=None):
@@ -173,7 +179,7 @@ def test_an_application_is_unhealthy_only_after_two_missed_intervals(
     clock = daemon.clock
     register(daemon, action='stop')
     app = vmha_guest.Application('web', 500, 'stop', clock())
-    daemon.apps['web'] = app
+    daemon.api.apps['web'] = app
     clock.now += 0.99
     assert daemon.health(clock())[0]
     clock.now += 0.02
@@ -186,8 +192,8 @@ def test_an_application_is_unhealthy_only_after_two_missed_intervals(
 def test_the_strongest_wish_wins_capped_by_the_grant(daemon):
     clock = daemon.clock
     register(daemon, action='reboot')
-    daemon.apps['a'] = vmha_guest.Application('a', 100, 'log', clock())
-    daemon.apps['b'] = vmha_guest.Application('b', 100, 'stop', clock())
+    daemon.api.apps['a'] = vmha_guest.Application('a', 100, 'log', clock())
+    daemon.api.apps['b'] = vmha_guest.Application('b', 100, 'stop', clock())
     clock.now += 1
     healthy, reason, action = daemon.health(clock())
     assert not healthy and action == 'reboot'
@@ -205,7 +211,7 @@ def test_a_descheduled_daemon_does_not_blame_its_applications(daemon):
     clock = daemon.clock
     register(daemon)
     daemon.channel.messages()
-    daemon.apps['web'] = vmha_guest.Application('web', 500, 'reboot',
+    daemon.api.apps['web'] = vmha_guest.Application('web', 500, 'reboot',
                                                 clock())
     daemon.start = lambda: None
     daemon.shutdown = lambda *args: None
@@ -260,3 +266,146 @@ def test_a_host_that_does_not_read_never_grows_the_outbox(daemon):
     daemon.flush()
     assert daemon.outbox == b''
     assert not daemon.dropping
+
+
+def test_after_a_pre_notice_silence_brings_no_init_until_restart_runs_out(
+        daemon):
+    """The host stops challenging while a notified action (a reboot)
+    runs; an init then would look like the guest coming back and end
+    the host's wait before the reboot even happened."""
+    clock = daemon.clock
+    register(daemon)
+    host_says(daemon, {'type': 'init_ack', 'seq': 2, 'init_seq': 1,
+                       'heartbeat_interval_ms': 1000,
+                       'corrective_action': 'reboot', 'restart_secs': 60})
+    host_says(daemon, {'type': 'action_notify', 'seq': 3, 'action_id': 'r1',
+                       'event': 'reboot', 'notification': 'irrevocable',
+                       'phase': 'pre', 'timeout_secs': 8})
+    assert daemon.channel.messages()[-1]['result'] == 'accept'
+    for _ in range(59):
+        clock.now += 1
+        daemon.tick(clock())
+    assert daemon.channel.messages() == []
+    clock.now += 1.5
+    daemon.tick(clock())
+    assert daemon.channel.messages()[-1]['type'] == 'init'
+
+
+def test_a_challenge_ends_the_quiet_after_a_pre_notice(daemon):
+    clock = daemon.clock
+    register(daemon)
+    host_says(daemon, {'type': 'action_notify', 'seq': 3, 'action_id': 'p1',
+                       'event': 'pause', 'notification': 'irrevocable',
+                       'phase': 'pre', 'timeout_secs': 8})
+    clock.now += 5
+    host_says(daemon, {'type': 'challenge', 'seq': 4, 'nonce': 'n'})
+    daemon.channel.messages()
+    clock.now += 3.1
+    daemon.tick(clock())
+    assert daemon.channel.messages()[-1]['type'] == 'init'
+
+
+def test_a_vote_alone_does_not_silence_the_guest(daemon):
+    clock = daemon.clock
+    register(daemon)
+    host_says(daemon, {'type': 'action_notify', 'seq': 3, 'action_id': 'v1',
+                       'event': 'stop', 'notification': 'revocable',
+                       'phase': 'pre', 'timeout_secs': 8})
+    daemon.channel.messages()
+    clock.now += 3.1
+    daemon.tick(clock())
+    assert daemon.channel.messages()[-1]['type'] == 'init'
+
+
+def test_empty_lines_from_the_host_carry_nothing(daemon):
+    register(daemon)
+    daemon.channel.messages()
+    daemon.on_channel_data(b'\n  \n\t\n', daemon.clock())
+    assert daemon.channel.messages() == []
+
+
+def test_stale_nacks_are_expected_and_change_nothing(daemon, caplog):
+    """A guest that was frozen answers the challenges it missed; the
+    host refuses them as stale.  That is no reason to register again,
+    nor to fill the log."""
+    register(daemon)
+    daemon.channel.messages()
+    with caplog.at_level('INFO', logger='vmha-guest'):
+        for seq in range(2, 30):
+            host_says(daemon, {'type': 'nack', 'seq': seq, 'nack_seq': seq,
+                               'reason': 'stale'})
+    assert daemon.channel.messages() == []
+    assert daemon.registered
+    assert caplog.records == []
+
+
+def test_a_host_sending_garbage_in_a_loop_gets_nacks_but_few_log_lines(
+        daemon, caplog):
+    register(daemon)
+    daemon.channel.messages()
+    with caplog.at_level('WARNING', logger='vmha-guest'):
+        for _ in range(500):
+            daemon.on_channel_data(b'garbage\n', daemon.clock())
+        daemon.clock.now += vmha_guest.LOG_INTERVAL
+        daemon.on_channel_data(b'garbage\n', daemon.clock())
+    assert len(daemon.channel.messages()) == 501
+    assert len(caplog.records) == 2
+    assert '499 more like it' in caplog.records[1].getMessage()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.text(max_size=80),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6)
+host_messages = st.fixed_dictionaries(
+    {'version': st.sampled_from([1, 1, 1, 2, '1', None]),
+     'type': st.sampled_from(['init_ack', 'challenge', 'action_notify',
+                              'nack', 'init', 'bogus', 7]),
+     'seq': st.one_of(st.integers(min_value=-2, max_value=2 ** 60),
+                      st.just(True))},
+    optional={'nonce': st.one_of(st.just('ab' * 16), json_values),
+              'heartbeat_interval_ms': st.one_of(
+                  st.integers(min_value=-5, max_value=10 ** 7), json_values),
+              'corrective_action': st.sampled_from(
+                  ['log', 'reboot', 'stop', 'none', 3]),
+              'restart_secs': json_values,
+              'action_id': st.one_of(st.just('cd' * 16), json_values),
+              'event': st.sampled_from(['stop', 'pause', 'x', None]),
+              'notification': st.sampled_from(
+                  ['revocable', 'irrevocable', '']),
+              'phase': st.sampled_from(['pre', 'post', 'during']),
+              'timeout_secs': st.one_of(
+                  st.floats(min_value=0.01, max_value=20), json_values),
+              'reason': json_values})
+chunks = st.lists(st.one_of(
+    host_messages.map(lambda m: json.dumps(m).encode() + b'\n'),
+    st.binary(max_size=200)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=chunks)
+def test_whatever_the_host_sends_the_guest_answers_in_valid_lines(chunks):
+    config = vmha_guest.parse_config('')
+    daemon = vmha_guest.Daemon(config, clock=Clock())
+    daemon.channel = FakeChannel()
+    try:
+        for chunk in chunks:
+            daemon.on_channel_data(chunk, daemon.clock())
+            daemon.tick(daemon.clock())
+        seqs = []
+        for line in daemon.channel.written.splitlines():
+            assert len(line) + 1 <= vmha_guest.MAX_LINE
+            message = json.loads(line)
+            assert message['version'] == 1
+            assert message['type'] in ('init', 'challenge_response',
+                                       'action_response', 'nack', 'exit')
+            seqs.append(message['seq'])
+            if message['type'] == 'challenge_response':
+                assert message['health'] in ('healthy', 'unhealthy')
+        assert seqs == sorted(set(seqs))
+        assert len(daemon.actions) <= vmha_guest.MAX_ACTIONS
+    finally:
+        os.close(daemon.wake_r)
+        os.close(daemon.wake_w)
