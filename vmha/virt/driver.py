@@ -141,6 +141,12 @@ class VirtDriver(metaclass=abc.ABCMeta):
         """Destroy the domain and start it again."""
 
     @abc.abstractmethod
+    def destroy_instance(self, uuid):
+        """Power the domain off at once (the power cord, not a graceful
+        shutdown: a corrective action on a guest that no longer answers).
+        """
+
+    @abc.abstractmethod
     def dispatch_stats(self):
         """A ``DispatchStats``; never blocks."""
 

@@ -174,3 +174,6 @@ class LibvirtDriver(driver.VirtDriver):
             domain.destroy()
             domain.start()
         self.agent_connections.call(restart)
+
+    def destroy_instance(self, uuid):
+        self.agent_connections.call(lambda conn: conn.lookup(uuid).destroy())
