@@ -18,9 +18,11 @@ heartbeat did counts against the guest-agent monitor's budget for the
 same VM and the other way round, so two monitors watching one guest
 cannot each spend a full budget on it.  Each monitor also keeps the
 times in its own journal rows and hands them back at load
-(``remember``), so the ledger outlives a restart.  The action itself is a blocking libvirt call: the monitor
-runs it on its bounded native pool, off the dispatcher and off the hub,
-and hears of its outcome like any other call.
+(``remember``), so the ledger outlives a restart.
+
+The action itself is a blocking libvirt call: the monitor runs it on its
+bounded native pool, off the dispatcher and off the hub, and hears of
+its outcome like any other call.
 """
 
 import collections

@@ -45,7 +45,6 @@ from vmha import backoff
 from vmha import concurrency
 from vmha import supervision
 from vmha.journal import batch
-from vmha.manager import actions as actions_lib
 from vmha.manager import decisions
 from vmha.manager import heartbeat_session as hsession
 from vmha.manager import heartbeat_store
@@ -428,7 +427,7 @@ class HeartbeatMonitor(monitor.Monitor):
             guest.session = hsession.Session(
                 self._bounds, now, nonce=self._nonce,
                 name='%s (%s)' % (guest.name, guest.uuid))
-            guest.session_paused = False
+            guest.session_paused = None
             guest.answers_seen = None
             LOG.info('%s (%s): heartbeat channel connected', guest.name,
                      guest.uuid)
@@ -468,7 +467,7 @@ class HeartbeatMonitor(monitor.Monitor):
             self._hub.close(guest.key)
         guest.key = None
         guest.session = None
-        guest.session_paused = False
+        guest.session_paused = None
         guest.granted = None
         asks, guest.asks = guest.asks, {}
         for reply in asks.values():
@@ -543,23 +542,40 @@ class HeartbeatMonitor(monitor.Monitor):
             self._replan(guest)
 
     def _sync_pause(self, guest, now, why):
-        """Pause or resume the session to match ``guest.pauses``."""
+        """Pause or resume the session to match ``guest.pauses``.
+
+        While any pause that only an event ends is on (the VM paused,
+        migrating) the session waits without a limit; with only pauses a
+        registration ends (an action, a reboot), it waits until the guest
+        registers again or the latest of them runs out, which the
+        session itself watches."""
         session = guest.session
         if session is None:
             return
-        wanted = bool(guest.pauses)
-        if wanted and not guest.session_paused:
-            guest.session_paused = True
-            self._handle(guest, session.pause(now, why), now)
-        elif not wanted and guest.session_paused:
-            guest.session_paused = False
+        pauses = guest.pauses
+        if any(r not in tracker.ENDED_BY_INIT for r in pauses):
+            wanted = ('event', None)
+        elif pauses:
+            wanted = ('init', max(pauses.values()))
+        else:
+            wanted = None
+        if wanted == guest.session_paused:
+            return
+        guest.session_paused = wanted
+        if wanted is None:
             self._handle(guest, session.resume(now), now)
+        elif wanted[1] is None:
+            self._handle(guest, session.pause(now, why), now)
+        else:
+            self._handle(guest, session.pause(now, why, max(
+                0.0, wanted[1] - now)), now)
 
     # --- what is due -------------------------------------------------------
 
     def _replan(self, guest):
         times = [guest.reconnect_at, guest.cut_off_until]
-        times.extend(t for t in guest.pauses.values() if t is not None)
+        times.extend(t for r, t in guest.pauses.items()
+                     if t is not None and r not in tracker.ENDED_BY_INIT)
         if guest.session is not None:
             times.append(guest.session.next_due())
         times = [t for t in times if t is not None]
@@ -577,7 +593,8 @@ class HeartbeatMonitor(monitor.Monitor):
             if guest.path and guest.key is None:
                 self._connect(guest, now)
         ended = [r for r, until in guest.pauses.items()
-                 if until is not None and now >= until]
+                 if until is not None and now >= until
+                 and r not in tracker.ENDED_BY_INIT]
         if ended:
             self._unpause(guest, ended, now, '%s ran out' % ', '.join(ended))
         if guest.session is not None:
@@ -588,6 +605,7 @@ class HeartbeatMonitor(monitor.Monitor):
 
     def _handle(self, guest, outputs, now):
         session = guest.session
+        failing = any(isinstance(o, hsession.Failure) for o in outputs)
         for output in outputs:
             if isinstance(output, hsession.Send):
                 if not self._hub.send(guest.key, output.data):
@@ -598,7 +616,7 @@ class HeartbeatMonitor(monitor.Monitor):
                 if b'"type":"challenge"' in output.data:
                     guest.challenge_sent_at = now
             elif isinstance(output, hsession.StateChange):
-                self._state_change(guest, output, now)
+                self._state_change(guest, output, now, failing)
             elif isinstance(output, hsession.Failure):
                 self._failure(guest, output)
             elif isinstance(output, hsession.Recovered):
@@ -625,32 +643,36 @@ class HeartbeatMonitor(monitor.Monitor):
                                              guest.challenge_sent_at))
         self._replan(guest)
 
-    def _state_change(self, guest, change, now):
+    def _state_change(self, guest, change, now, failing):
         session = guest.session
         old, new = guest.state, change.new
         granted = session.granted if session is not None else None
         guest.granted = dict(granted) if granted else None
         if granted:
-            guest.interval = granted.get('heartbeat_interval_ms', 0) / 1000.0
-            guest.action = cap_action(granted.get('corrective_action'),
-                                      self._settings.max_action)
-        if new == State.ENABLING:
+            guest.interval = session.interval
+            guest.action = granted.get('corrective_action')
+        if new == State.ENABLING and change.old != State.PAUSED:
             guest.registered_at = self._wall()
-            # Registered again: what waited for that is over.
-            reasons = [r for r in guest.pauses if r in tracker.ENDED_BY_INIT]
-            for reason in reasons:
-                del guest.pauses[reason]
-            guest.session_paused = False
-            self._sync_pause(guest, now, 'registered while paused')
-        if new == State.FAILED:
+        if change.old == State.PAUSED and new != State.PAUSED:
+            # Registered again, or the hold ran out: what waited is over.
+            for reason in tracker.ENDED_BY_INIT:
+                guest.pauses.pop(reason, None)
+            guest.session_paused = None
+            self._sync_pause(guest, now, 'still paused')
+        if new == State.FAILED and failing:
             guest.failed_from = old
             guest.state = new
             return  # the Failure that comes with it says what was done
+        if new == State.CUT_OFF:
+            return  # the CutOff that comes with it
         if new == State.ENABLED and guest.cause is not None:
             self._recovered(guest, change.reason)
         LOG.info('%s (%s): heartbeat %s -> %s (%s)', guest.name, guest.uuid,
                  old, new, change.reason)
-        self._set(guest, new, change.reason, notify=(old != new))
+        priority = (fields.NotificationPriority.ERROR if new == State.FAILED
+                    else fields.NotificationPriority.INFO)
+        self._set(guest, new, change.reason, notify=(old != new),
+                  priority=priority)
 
     def _set(self, guest, state, reason, notify=False, action_taken=None,
              priority=fields.NotificationPriority.INFO, old=None):
@@ -683,7 +705,7 @@ class HeartbeatMonitor(monitor.Monitor):
         evidence = '%s (%s)' % (failure.reason, ', '.join(
             '%s=%s' % item for item in sorted(
                 (failure.evidence or {}).items())))
-        old = getattr(guest, 'failed_from', None) or State.ENABLED
+        old = guest.failed_from or State.ENABLED
         error = fields.NotificationPriority.ERROR
         if self._selector.disabled(guest.uuid):
             LOG.warning('%s (%s): heartbeat failed: %s; not reported: an '
@@ -725,7 +747,7 @@ class HeartbeatMonitor(monitor.Monitor):
                   notify=True, action_taken=taken, priority=error, old=old)
 
     def _on_action(self, guest, job):
-        action, cause, evidence = getattr(guest, 'acting', None) or (
+        action, cause, evidence = guest.acting or (
             'reboot', Cause.HEARTBEAT_LOST, '')
         guest.acting = None
         if job.error is None:

@@ -39,13 +39,17 @@ class Beating:
         self.cut_off_until = None
         # reason -> monotonic end, or None: until an event ends it.
         self.pauses = {}
-        self.session_paused = False
+        # How the session is paused: None, ('event', None) or ('init',
+        # until) (see HeartbeatMonitor._sync_pause).
+        self.session_paused = None
         self.planned = None  # the schedule entry's time
         self.challenge_sent_at = None
         self.answers_seen = None  # session.last_answer_at last looked at
         # action_id -> callable(Answer): ``ask`` callers waiting.
         self.asks = {}
         self.granted = None  # a copy of the session's, for other threads
+        self.failed_from = None  # the state before the last failure
+        self.acting = None  # (action, cause, evidence) while one runs
         # What the journal keeps (``heartbeat_store.HeartbeatRow``).
         self.state = State.DISCONNECTED
         self.interval = None
