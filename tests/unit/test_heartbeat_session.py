@@ -335,6 +335,51 @@ def test_resume_of_a_vm_paused_before_anyone_registered_waits():
     assert s.resume(5.0) == [hs.StateChange('paused', 'waiting', 'resumed')]
 
 
+def test_registering_again_restarts_registration():
+    guest = enabled()
+    outputs = guest.init(0.5)
+    assert [m.type for m in sent(outputs)] == ['init_ack', 'challenge']
+    assert hs.StateChange('enabled', 'enabling', 'registered') in outputs
+    assert guest.session.next_due() == 1.5  # nothing was outstanding
+    guest.answer(0.6)
+    assert guest.session.state == 'enabled'
+
+
+def test_a_client_restarting_without_answering_still_fails():
+    # Each init voids the challenge outstanding; it must not buy time.
+    guest = enabled()
+    guest.tick(1.0)
+    outputs = []
+    for now in (1.4, 1.8, 2.0, 2.2, 2.6, 3.0):
+        outputs += guest.init(now) if now not in (2.0, 3.0) else guest.tick(
+            now)
+    (failure,) = of_type(outputs, hs.Failure)
+    assert failure.cause == 'heartbeat_lost'
+
+
+def test_a_restarted_client_answering_in_time_is_no_failure():
+    guest = enabled()
+    guest.tick(1.0)
+    guest.tick(2.0)                       # miss 1, challenge due at 3.0
+    guest.init(2.5)
+    guest.answer(2.9)
+    outputs = guest.tick(3.0)
+    assert not of_type(outputs, hs.Failure)
+    assert guest.session.misses == 0
+
+
+def test_an_episode_open_before_the_session_is_not_reported_twice():
+    s = hs.Session(BOUNDS, 0.0, nonce=counting_nonces(), name='vm-1',
+                   episode_open=True)
+    guest = Guest(s)
+    guest.init(0.0)
+    assert not of_type(guest.tick(1.0) + guest.tick(2.0), hs.Failure)
+    assert s.state == 'failed'
+    outputs = guest.answer(2.1)
+    assert hs.Recovered('answered healthy') in outputs
+    assert not s.episode_open
+
+
 # -- failures --------------------------------------------------------------
 
 def test_one_miss_below_the_threshold_is_no_failure():

@@ -99,9 +99,14 @@ class Session:
     :param nonce: ``nonce(nbytes) -> hex string``, ``secrets.token_hex``
         unless a test wants predictable ones
     :param name: how log lines name the VM (its UUID)
+    :param episode_open: a failure episode of this VM is open already
+        (the journal says so after an agent restart or a reconnect): no
+        second ``Failure`` for it, and ``Recovered`` at the first healthy
+        answer
     """
 
-    def __init__(self, bounds, now, nonce=secrets.token_hex, name=''):
+    def __init__(self, bounds, now, nonce=secrets.token_hex, name='',
+                 episode_open=False):
         self.bounds = bounds
         self.name = name
         self._nonce = nonce
@@ -117,7 +122,7 @@ class Session:
         self._challenge = None     # the latest challenge's nonce
         self._answered = True      # the latest challenge was answered
         self._challenge_due = None
-        self._failure_open = False
+        self._failure_open = episode_open
         self._guest_reason = ''
         self._hold = None
         # (action_id, notification, phase) -> _Pending
@@ -138,6 +143,11 @@ class Session:
             return None
         return self.granted['heartbeat_interval_ms'] / 1000.0
 
+    @property
+    def episode_open(self):
+        """True between a ``Failure`` and its ``Recovered``."""
+        return self._failure_open
+
     def next_due(self):
         """Monotonic time ``tick`` has something to do, None if never."""
         times = [pending.deadline for pending in self._pending.values()]
@@ -155,7 +165,7 @@ class Session:
             'corrective_action': (self.granted or {}).get('corrective_action'),
             'misses': self.misses,
             'last_answer_at': self.last_answer_at,
-            'failure_open': self._failure_open,
+            'episode_open': self._failure_open,
             'paused_why': self._hold.why if self._hold else None,
             'pending_answers': len(self._pending),
             'cut_off_reason': self._cut_off_reason,
@@ -311,8 +321,13 @@ class Session:
         self.granted = protocol.clamp(message.fields, self.bounds)
         self._registered = True
         self._guest_seq = message.seq
-        self.misses = 0
         self._guest_reason = ''
+        # Registering again neither resets the misses nor postpones the
+        # deadline of the challenge outstanding: a guest whose client
+        # keeps restarting without answering fails like a silent one.
+        outstanding = (self.state in states.CHALLENGED and not self._answered
+                       and self._challenge_due is not None)
+        due = self._challenge_due if outstanding else None
         out.append(self._send(protocol.INIT_ACK, init_seq=message.seq,
                               **self.granted))
         if self._hold is not None and self._hold.until is not None:
@@ -323,7 +338,7 @@ class Session:
                              now, out)
         else:
             self._transition(states.INIT, 'registered', now, out)
-            self._send_challenge(now, out)
+            self._send_challenge(now, out, due)
 
     def _on_response(self, fields, now, out):
         if (fields['nonce'] != self._challenge or self._answered
@@ -406,12 +421,12 @@ class Session:
                                      now, out)
         self._send_challenge(now, out)
 
-    def _send_challenge(self, now, out):
+    def _send_challenge(self, now, out, due=None):
         self._challenge = self._nonce(NONCE_BYTES)
         self._answered = False
         # From the time it is really sent: a guest always has a whole
         # interval to answer, however late the host was.
-        self._challenge_due = now + self.interval
+        self._challenge_due = now + self.interval if due is None else due
         out.append(self._send(protocol.CHALLENGE, nonce=self._challenge))
 
     def _void_challenge(self):
