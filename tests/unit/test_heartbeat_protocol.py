@@ -53,6 +53,12 @@ def test_a_line_of_exactly_the_limit_passes_one_byte_more_does_not():
     assert framer.feed(b'ok\n') == [protocol.Line(b'ok')]
 
 
+def test_any_bytes_like_read_is_accepted():
+    framer = protocol.Framer()
+    assert framer.feed(memoryview(b'a\nb')) == [protocol.Line(b'a')]
+    assert framer.feed(bytearray(b'c\n')) == [protocol.Line(b'bc')]
+
+
 def test_an_over_long_line_is_discarded_up_to_its_newline_unbuffered():
     framer = protocol.Framer(max_line=4096)
     chunk = b'x' * 65536

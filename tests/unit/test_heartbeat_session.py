@@ -804,7 +804,8 @@ def test_the_same_stream_chunked_differently_gives_the_same_outputs(
     st.floats(min_value=0.0, max_value=0.95),   # answer delay, in intervals
     st.floats(min_value=0.0, max_value=3.0),    # how late the host ticks
     st.integers(min_value=1, max_value=4),      # read chunks of the answer
-    st.sampled_from(['', 'stale', 'garbage', 'pause'])), max_size=60),
+    st.sampled_from(['', 'stale', 'garbage', 'pause', 'reinit'])),
+    max_size=60),
     st.sampled_from([500, 1000, 2500]))
 def test_no_failure_while_every_challenge_is_answered_in_time(steps,
                                                               interval_ms):
@@ -821,6 +822,9 @@ def test_no_failure_while_every_challenge_is_answered_in_time(steps,
                                 health='healthy')
         elif extra == 'garbage':
             data = b'{"junk"\n'
+        elif extra == 'reinit':           # the client restarted: seq anew
+            guest.seq = 0
+            outputs += guest.init(answer_at, heartbeat_interval_ms=interval_ms)
         data += guest.encode('challenge_response', nonce=guest.nonces[-1],
                              health='healthy')
         size = -(-len(data) // pieces)

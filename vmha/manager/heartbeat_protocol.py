@@ -154,6 +154,8 @@ class Framer:
 
     def feed(self, data):
         """Return the ``Line`` and ``Oversize`` items ``data`` completes."""
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = bytes(data)  # a memoryview has no find()
         items = []
         pos = 0
         end = len(data)

@@ -17,7 +17,10 @@ cut off (``CutOff``; the monitor closes the connection).
 
 No false failures: a miss is only counted when the host challenged on
 time (see ``tick``), an answer to any challenge but the latest counts
-for nothing either way, and a paused VM is never challenged.
+for nothing either way, and a paused VM is never challenged.  The
+caller's part: feed everything the hub has read before calling ``tick``
+with the same or a later ``now``; an answer still waiting in a buffer
+when the tick runs would be counted as a miss.
 """
 
 import collections
