@@ -154,6 +154,29 @@ def test_a_waiting_session_never_fails():
     assert s.state == 'waiting'
 
 
+def test_status_shows_what_an_operator_needs():
+    guest = enabled(corrective_action='stop', heartbeat_interval_ms=2000)
+    guest.tick(2.0)
+    guest.tick(4.0)                        # one miss
+    status = guest.session.status(4.5)
+    assert {k: status[k] for k in (
+        'state', 'interval', 'corrective_action', 'misses',
+        'last_answer_age', 'episode_open', 'paused_why', 'pending_answers',
+        'cut_off_reason')} == {
+        'state': 'enabled', 'interval': 2.0, 'corrective_action': 'reboot',
+        'misses': 1, 'last_answer_age': pytest.approx(4.49),
+        'episode_open': False, 'paused_why': None, 'pending_answers': 0,
+        'cut_off_reason': None}
+    guest.session.pause(5.0, 'migrating')
+    assert guest.session.status()['paused_why'] == 'migrating'
+
+
+def test_asking_with_a_malformed_action_id_is_the_callers_bug():
+    guest = enabled()
+    with pytest.raises(ValueError):
+        guest.session.ask('not-hex', 'stop', 'revocable', 'pre', 8, 0.5)
+
+
 # -- no false failures -----------------------------------------------------
 
 def test_a_healthy_guest_stays_enabled_for_many_intervals():
@@ -326,6 +349,16 @@ def test_an_action_pause_that_runs_out_challenges_again():
     outputs = guest.tick(303.0)           # the guest never came back
     assert [f.cause for f in of_type(outputs, hs.Failure)] == [
         'heartbeat_lost']
+
+
+def test_a_connection_closed_while_paused_ends_the_pause_with_it():
+    guest = enabled()
+    guest.session.pause(1.0, 'reboot', timeout=30)
+    guest.session.close(2.0)
+    assert guest.session.state == 'waiting'
+    assert guest.session.next_due() is None
+    assert guest.session.resume(3.0) == []
+    assert guest.session.tick(40.0) == []
 
 
 def test_resume_of_a_vm_paused_before_anyone_registered_waits():
@@ -750,8 +783,14 @@ def _drive(chunks, script):
             outputs += s.ask(ACTION_ID, 'stop', 'revocable', 'pre', 1, now)
         elif op == 'pause':
             outputs += s.pause(now, 'test')
+        elif op == 'pause_action':
+            outputs += s.pause(now, 'test', timeout=1.0)
         elif op == 'resume':
             outputs += s.resume(now)
+        elif op == 'close':
+            outputs += s.close(now)
+        elif op == 'init':                # seq 0: the random ones follow
+            outputs += s.feed(protocol.encode('init', 0), now)
         elif chunks:
             outputs += s.feed(chunks.pop(0), now)
         assert s._framer.pending() < protocol.MAX_LINE
@@ -765,8 +804,9 @@ def _drive(chunks, script):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_line, max_size=40),
        st.lists(st.integers(min_value=0), max_size=30),
-       st.lists(st.sampled_from(['feed', 'feed', 'tick', 'ask', 'pause',
-                                 'resume']), max_size=60))
+       st.lists(st.sampled_from(['feed', 'feed', 'tick', 'tick', 'ask',
+                                 'pause', 'pause_action', 'resume',
+                                 'close', 'init']), max_size=60))
 def test_any_input_in_any_chunking_never_raises_and_stays_bounded(
         lines, cuts, script):
     stream = b''.join(lines)

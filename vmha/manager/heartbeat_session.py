@@ -259,6 +259,7 @@ class Session:
             out.append(self._answer(pending, TIMEOUT, why))
         self._pending.clear()
         self._registered = False
+        self._hold = None  # a new connection gets a new session
         self._void_challenge()
         self._challenge_due = None
         self._transition(states.CLOSED, why, now, out)
