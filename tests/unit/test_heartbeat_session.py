@@ -361,6 +361,15 @@ def test_a_connection_closed_while_paused_ends_the_pause_with_it():
     assert guest.session.tick(40.0) == []
 
 
+def test_an_action_pause_running_out_before_anyone_registered_waits():
+    s = session()
+    s.pause(0.0, 'reboot', timeout=30)
+    assert s.next_due() == 30.0
+    assert s.tick(30.0) == [hs.StateChange('paused', 'waiting',
+                                           'hold ran out (reboot)')]
+    assert s.next_due() is None
+
+
 def test_resume_of_a_vm_paused_before_anyone_registered_waits():
     s = session()
     s.pause(0.0, 'paused')
