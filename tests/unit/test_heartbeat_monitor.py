@@ -98,7 +98,7 @@ class Host:
         row = rows.get(dom.UUIDString())
         return row['state'] if row else None
 
-    # --- driving it -----------------------------------------------------------
+    # --- driving it ----------------------------------------------------------
 
     def step(self, seconds=0.0):
         self.clock.advance(seconds)

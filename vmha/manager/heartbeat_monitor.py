@@ -74,7 +74,9 @@ MIGRATION_QUIET = 30.0
 # default), shorter than many boots: a slow boot must not look like a
 # hang, so a reboot waits for the longer of the two.
 DEFAULT_RESTART = 300.0
-ASK_GRACE = 1.0  # seconds ``ask`` waits beyond the timeout it passes on
+ASK_GRACE = 1.0
+# Sessions handled in one turn between two reads of what the hub got.
+COLLECT_EVERY = 32  # seconds ``ask`` waits beyond the timeout it passes on
 
 # The guest's words for corrective actions -> ActionPolicy's.
 _POLICY_ACTIONS = {'log': 'notify', 'reboot': 'reset', 'stop': 'stop'}
@@ -244,17 +246,28 @@ class HeartbeatMonitor(monitor.Monitor):
             self._on_item(self._inbox.popleft(), now)
         for job in list(jobs) + self._pool.collect():
             self._guarded(job.key[1], self._finish_one, job)
-        for event in self._hub.collect():
-            self._guarded(event.key[0], self._on_channel, event, now)
+        self._collect(now)
         if now >= self._next_refresh and not self._refreshing:
             self._refreshing = True
             self._pool.submit(('list', None), self._driver.list_instances)
+        handled = 0
         for entry in self._schedule.pop_due(now):
             guest = self._guests.get(entry.uuid)
             if guest is not None and guest.planned == entry.when:
                 guest.planned = None
                 self._guarded(guest.uuid, self._due, guest, now)
+                handled += 1
+                if handled % COLLECT_EVERY == 0:
+                    # Guests challenged at the start of a long turn have
+                    # answered by now: hear them before the rest.
+                    self._collect(self._clock())
+        if handled >= COLLECT_EVERY:
+            self._collect(self._clock())
         self.writes.commit_due()
+
+    def _collect(self, now):
+        for event in self._hub.collect():
+            self._guarded(event.key[0], self._on_channel, event, now)
 
     def _guarded(self, uuid, function, *args):
         """One guest's trouble (a bug, hostile input the session let
@@ -616,7 +629,9 @@ class HeartbeatMonitor(monitor.Monitor):
                                   % self._hub.pending_out(guest.key), now)
                     return
                 if b'"type":"challenge"' in output.data:
-                    guest.challenge_sent_at = now
+                    # Real time, not the loop's clock: what the histogram
+                    # shows is how long an answer really took.
+                    guest.challenge_sent_at = time.monotonic()
             elif isinstance(output, hsession.StateChange):
                 self._state_change(guest, output, now, failing)
             elif isinstance(output, hsession.Failure):
@@ -641,8 +656,9 @@ class HeartbeatMonitor(monitor.Monitor):
                 if answered is not None and \
                         guest.challenge_sent_at is not None and \
                         self.observe_latency is not None:
-                    self.observe_latency(max(0.0, answered -
-                                             guest.challenge_sent_at))
+                    self.observe_latency(max(
+                        0.0, time.monotonic() - guest.challenge_sent_at))
+                    guest.challenge_sent_at = None
         self._replan(guest)
 
     def _state_change(self, guest, change, now, failing):
