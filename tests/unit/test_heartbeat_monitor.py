@@ -741,3 +741,33 @@ def test_a_guest_that_never_reads_is_cut_off_and_others_go_on(make_host):
     assert [(h['name'], h['reason']) for h in cut] == [
         ('deaf', 'the guest does not read what the host writes (0 bytes '
                  'waiting)')]
+
+
+def test_an_unhealthy_guest_asking_for_a_reboot_is_reset(host):
+    dom = host.vm()
+    host.register(dom, action='log')
+    host.tick(dom, health='unhealthy', reason='app wedged', action='reboot')
+    host.pump(lambda: dom.resets == 1, 'the reset')
+    assert host.failures() == []
+    failed = [h for h in host.messages('instance.heartbeat')
+              if h['state'] == 'failed']
+    assert failed[0]['action_taken'] == 'reboot'
+    assert 'app wedged' in failed[0]['reason']
+
+
+@pytest.mark.parametrize('beat, cell', [
+    (None, None),
+    ({'state': 'enabled', 'interval': 1.0, 'misses': 0, 'paused': []},
+     'enabled 1s'),
+    ({'state': 'failed', 'interval': 1.0, 'misses': 2, 'paused': []},
+     'failed (2 missed)'),
+    ({'state': 'failed', 'interval': 1.0, 'misses': 0, 'paused': []},
+     'failed (unhealthy)'),
+    ({'state': 'paused', 'interval': 1.0, 'misses': 0,
+      'paused': ['migrating']}, 'paused (migrating)'),
+    ({'state': 'cut_off', 'interval': None, 'misses': 0, 'paused': []},
+     'cut_off'),
+])
+def test_the_heartbeat_column(beat, cell):
+    from vmha.manager import inventory
+    assert inventory.heartbeat_cell(beat) == cell
