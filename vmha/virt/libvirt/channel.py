@@ -8,8 +8,11 @@ with an epoll loop over non-blocking sockets, and only moves bytes:
 
 * **Never blocks a caller.**  ``open``, ``send`` and ``close`` only queue
   work (under a native lock held for a few instructions) and wake the hub
-  thread through a ``WakeupPipe``; the hub thread does every socket call
-  and never blocks either (all sockets are non-blocking).
+  thread through a ``WakeupPipe``; the hub thread does the socket calls
+  and never blocks either (all sockets are non-blocking).  The one
+  exception saves a wake-up per message: ``send`` to a connected socket
+  with nothing queued writes at once (non-blocking) and queues only what
+  the socket did not take.
 * **Bounded memory per guest.**  Bytes read and not yet ``collect``-ed
   count against ``in_limit``: once a connection reaches it, the hub stops
   reading that socket (the guest's writes then block in the guest) until
@@ -89,12 +92,16 @@ def describe_error(error):
 
 
 class _Channel:
-    """One connection.  ``out``, ``out_bytes``, ``unread``, ``paused`` and
-    ``closed`` are shared (under the hub's lock); ``sock``, ``mask`` and
-    ``connecting`` belong to the hub thread."""
+    """One connection.  ``out``, ``out_bytes``, ``unread``, ``paused``,
+    ``closed`` and ``writable`` are shared (under the hub's lock); ``fd``,
+    ``mask`` and ``connecting`` belong to the hub thread.  ``sock`` is
+    the hub thread's, except that ``send`` may write to it under the lock
+    while ``writable``; it is closed under the lock, so a caller never
+    writes to a closed (and maybe reused) descriptor."""
 
     __slots__ = ('key', 'path', 'sock', 'fd', 'mask', 'connecting',
-                 'out', 'out_bytes', 'unread', 'paused', 'closed')
+                 'out', 'out_bytes', 'unread', 'paused', 'closed',
+                 'writable')
 
     def __init__(self, key, path=None, sock=None):
         self.key = key
@@ -108,6 +115,7 @@ class _Channel:
         self.unread = 0
         self.paused = False
         self.closed = False
+        self.writable = False  # connected: send() may write at once
 
 
 class ChannelHub:
@@ -234,6 +242,16 @@ class ChannelHub:
                 return False
             if not data:
                 return True
+            if channel.writable and not channel.out:
+                # Nothing queued before: write now, from the caller (the
+                # socket never blocks), and spare the hub thread a wake-up.
+                try:
+                    sent = channel.sock.send(data, self._send_flags)
+                except OSError:  # full, or broken: the hub finds out
+                    sent = 0
+                if sent == len(data):
+                    return True
+                data = data[sent:]
             idle = not channel.out
             channel.out.append(data)
             channel.out_bytes += len(data)
@@ -258,6 +276,7 @@ class ChannelHub:
         if channel is None:
             return None
         channel.closed = True
+        channel.writable = False
         self._unread.discard(channel)
         if any(event.key == key for event in self._events):
             kept = [event for event in self._events if event.key != key]
@@ -389,6 +408,8 @@ class ChannelHub:
     def _connected(self, channel):
         channel.connecting = False
         self._event(channel, CONNECTED, None)
+        with self._lock:
+            channel.writable = not channel.closed
         if channel.out:
             self._flush(channel)
         if not channel.closed:
@@ -505,6 +526,7 @@ class ChannelHub:
                 self._events.append(ChannelEvent(channel.key, kind, why,
                                                  self._clock()))
             channel.closed = True
+            channel.writable = False
             self._unread.discard(channel)
         if current:
             self._news = True
@@ -521,12 +543,14 @@ class ChannelHub:
                     pass
             channel.mask = 0
             channel.fd = None
-        if channel.sock is not None:
-            try:
-                channel.sock.close()
-            except OSError:
-                pass
-            channel.sock = None
+        with self._lock:  # see _Channel: send() may be writing to it
+            channel.writable = False
+            sock, channel.sock = channel.sock, None
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
 
     def _shutdown(self):
         with self._lock:
