@@ -183,19 +183,23 @@ class ChannelHub:
             self._thread.start()
 
     def stop(self, timeout=10):
-        """Close every socket and join the hub thread."""
+        """Close every socket and join the hub thread.  Idempotent."""
+        if self._pipe is None:
+            return
         self._stopping = True
         self._pipe.wake()
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                LOG.error('Channel hub %s did not stop within %ss',
-                          self.name, timeout)
+                LOG.error('Channel hub %s did not stop within %ss; its '
+                          'sockets close when it does', self.name, timeout)
                 return
         else:
             self._shutdown()
-        self._pipe.close()
+        # Closed once only: a descriptor closed twice may be another's.
+        pipe, self._pipe = self._pipe, None
+        pipe.close()
 
     # --- the caller's side (any thread or greenthread; never blocks) -----
 
@@ -225,7 +229,7 @@ class ChannelHub:
             self._commands.append((verb, channel))
         if old is not None:
             LOG.debug('Channel %s replaced by a new connection', key)
-        self._pipe.wake()
+        self._poke()
 
     def send(self, key, data):
         """Queue ``data`` (bytes) to write to ``key``.  Never blocks.
@@ -258,7 +262,7 @@ class ChannelHub:
             if idle:
                 self._commands.append(('flush', channel))
         if idle:
-            self._pipe.wake()
+            self._poke()
         return True
 
     def close(self, key):
@@ -267,7 +271,7 @@ class ChannelHub:
         with self._lock:
             channel = self._forget(key)
         if channel is not None:
-            self._pipe.wake()
+            self._poke()
 
     def _forget(self, key):
         """Under the lock: take ``key`` out of service (its socket is
@@ -301,8 +305,13 @@ class ChannelHub:
                     resume = True
             self._unread.clear()
         if resume:
-            self._pipe.wake()
+            self._poke()
         return events
+
+    def _poke(self):
+        pipe = self._pipe
+        if pipe is not None:  # None once stopped
+            pipe.wake()
 
     def pending_out(self, key):
         """Bytes waiting to be written to ``key`` (0 if unknown)."""
