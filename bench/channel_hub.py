@@ -15,8 +15,10 @@ Two runs:
   message, the caller's CPU per message, messages per second;
 * **paced**: ``--seconds`` of real time at ``--interval`` (default 1 s,
   the heartbeat default), each guest's line sent at its own offset in
-  the interval as the monitor's schedule spreads them: latency
-  percentiles as a guest sees them, and the agent's CPU as % of a core.
+  the interval as the monitor's schedule spreads them (``--tick``: what
+  is due within that many seconds goes together, as a monitor timer
+  of that granularity would): latency percentiles as a guest sees them,
+  and the agent's CPU as % of a core.
 
 Latency is from ``send()`` to the ``collect()`` that returned the whole
 echoed line (what the monitor can act on); "read" is from ``send()`` to
@@ -173,7 +175,7 @@ def compressed(agent, rounds):
     }
 
 
-def paced(agent, seconds, interval):
+def paced(agent, seconds, interval, tick):
     guests = agent.guests
     agent.latencies.clear()
     agent.read_latencies.clear()
@@ -187,11 +189,11 @@ def paced(agent, seconds, interval):
     end = started + seconds
     while time.monotonic() < end or agent.sent:
         now = time.monotonic()
-        while due[0][0] <= now and now < end:
+        while due[0][0] <= now + tick and now < end:
             _, key = heapq.heapreplace(due, (due[0][0] + interval, due[0][1]))
             agent.send(key, now)
             sent += 1
-        wait = max(0.0, due[0][0] - time.monotonic())
+        wait = max(tick, due[0][0] - time.monotonic())
         agent.receive(min(wait, 0.05))
     wall = time.monotonic() - started
     return {
@@ -213,6 +215,10 @@ def main():
     parser.add_argument('--rounds', type=int, default=200)
     parser.add_argument('--seconds', type=float, default=5.0)
     parser.add_argument('--interval', type=float, default=1.0)
+    parser.add_argument('--tick', type=float, default=0.0,
+                        help='paced: send what is due within TICK seconds '
+                        'together (a monitor timer\'s granularity); 0: '
+                        'each line at its own time')
     parser.add_argument('--backend', default='eventlet',
                         choices=('eventlet', 'threading'))
     args = parser.parse_args()
@@ -227,12 +233,13 @@ def main():
               % (args.guests, args.rounds, args.backend,
                  result['per_second'], result['hub_us'],
                  result['caller_us']))
-        result = paced(agent, args.seconds, args.interval)
-        print('paced, %d guests at %.1f s for %.0f s (%d messages): '
+        result = paced(agent, args.seconds, args.interval, args.tick)
+        print('paced, tick %g s, %d guests at %.1f s for %.0f s '
+              '(%d messages): '
               'send->collect p50 %.2f ms, p99 %.2f ms, max %.2f ms; '
               'send->read p50 %.2f ms, p99 %.2f ms; CPU %% of a core: '
               'hub %.2f, caller %.2f, whole process %.2f'
-              % (args.guests, args.interval, args.seconds,
+              % (args.tick, args.guests, args.interval, args.seconds,
                  result['messages'], result['p50_ms'], result['p99_ms'],
                  result['max_ms'], result['read_p50_ms'],
                  result['read_p99_ms'], result['hub_pct'],
