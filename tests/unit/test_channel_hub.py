@@ -426,8 +426,9 @@ def test_stop_closes_every_socket_and_joins_the_thread(harness):
     guests = [h.pair('vm-%d' % n) for n in range(5)]
     h.until(lambda: len(h.events) == 5)
     thread = h.hub._thread
+    assert h.hub.running and h.hub.turnover_age() < 2
     h.hub.stop()
-    assert not thread.is_alive()
+    assert not thread.is_alive() and not h.hub.running
     for guest in guests:
         assert recv_exactly(guest, 1) == b''
     assert h.hub.send('vm-0', b'x') is False
@@ -490,8 +491,29 @@ def test_callers_on_many_threads_never_break_the_hub(harness, tmp_path):
     assert len(leaked) <= 2, leaked
 
 
+def test_a_hub_thread_that_dies_says_so_and_closes_everything(harness,
+                                                              caplog):
+    h = harness()
+    guest = h.pair('vm-1')
+    h.until(lambda: h.kinds('vm-1') == ['connected'])
+
+    def broken():
+        raise RuntimeError('a bug')
+    h.hub._run_commands = broken
+    h.hub.open('other', '/nowhere')  # wakes the hub thread
+    deadline = time.monotonic() + 5
+    while h.hub.running and time.monotonic() < deadline:
+        drain_wait(0.01)
+    assert not h.hub.running  # what a health check reads
+    assert 'a bug' in caplog.text
+    assert closed_by_hub(guest)
+    assert h.hub.send('vm-1', b'x') is False
+
+
 def test_stop_without_start(harness):
     hub = channel.ChannelHub(lambda: None)
+    assert not hub.running
+    hub.stop()
     hub.stop()
 
 

@@ -45,6 +45,7 @@ import sys
 import time
 
 from vmha import concurrency
+from vmha import supervision
 
 LOG = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ _EPOLLOUT = 0x004
 _EPOLLERR = 0x008
 _EPOLLHUP = 0x010
 
-POLL_TIMEOUT = 1.0  # seconds: the loop turns over at least this often
+POLL_TIMEOUT = supervision.HEARTBEAT  # the loop turns over this often
 
 
 def native_module(name):
@@ -118,7 +119,7 @@ class _Channel:
         self.writable = False  # connected: send() may write at once
 
 
-class ChannelHub:
+class ChannelHub(supervision.SupervisedLoop):
     """Non-blocking byte I/O on many unix stream sockets, one native thread.
 
     :param wake: ``callable()``, called on the hub thread when ``collect``
@@ -132,7 +133,14 @@ class ChannelHub:
     :param backend: a ``vmha.concurrency`` backend whose ``native_thread``
         and ``native_lock`` to use; None: the unpatched ``threading``
     :param clock: the monotonic clock stamping events
+
+    A ``SupervisedLoop``: the hub thread stamps its turnover at least every
+    ``supervision.HEARTBEAT``, so a service that lists the hub among its
+    loops sees in /healthz a hub thread that died or wedged.
     """
+
+    check_name = 'channels'
+    description = 'guest channel hub'
 
     def __init__(self, wake, in_limit=65536, out_limit=65536, read_size=4096,
                  name='vmha-channels', backend=None, clock=time.monotonic):
@@ -165,16 +173,15 @@ class ChannelHub:
         # The hub thread's own.
         self._by_fd = {}
         self._news = False
-        self.turned_over = None  # clock() of the loop's last turn
         self.reads = 0
         self.writes = 0
+        self.init_turnover(clock)
 
     # --- life cycle ----------------------------------------------------------
 
     def start(self):
         self._epoll = self._select.epoll()
         self._epoll.register(self._pipe.read_fd, _EPOLLIN)
-        self.turned_over = self._clock()
         if self._backend is not None:
             self._thread = self._backend.native_thread(self._run, self.name)
         else:
@@ -323,6 +330,16 @@ class ChannelHub:
         """Connections open or being opened."""
         return len(self._channels)
 
+    @property
+    def running(self):
+        """Whether the hub thread serves (False before start, after stop,
+        or if it died: then every channel was closed)."""
+        return self._thread is not None and self._thread.is_alive() and \
+            not self._stopping
+
+    def health_details(self):
+        return {'channels': len(self._channels), 'running': self.running}
+
     # --- the hub thread ----------------------------------------------------
 
     def _run(self):
@@ -340,7 +357,7 @@ class ChannelHub:
             ready = self._epoll.poll(POLL_TIMEOUT)
         except InterruptedError:
             ready = ()
-        self.turned_over = self._clock()
+        self.stamp_turnover()
         for fd, mask in ready:
             if fd == self._pipe.read_fd:
                 self._pipe.drain()
