@@ -121,8 +121,10 @@ def cap_action(wished, max_action):
 
 
 class _Ask:
-    def __init__(self, uuid, event, notification, phase, timeout, reply):
+    def __init__(self, uuid, event, notification, phase, timeout, reply,
+                 action_id=None):
         self.uuid = uuid
+        self.action_id = action_id
         self.event = event
         self.notification = notification
         self.phase = phase
@@ -282,11 +284,14 @@ class HeartbeatMonitor(monitor.Monitor):
 
     # --- requests from other threads (the actions' RPC workers) -----------
 
-    def ask(self, uuid, event, notification, phase, timeout):
+    def ask(self, uuid, event, notification, phase, timeout,
+            action_id=None):
         """Send ``action_notify`` to ``uuid``'s guest and wait (blocking
         the calling greenthread or thread, never the loop) for its
         ``Answer``, at most ``timeout`` seconds (then result 'timeout').
-        A VM without a registered guest answers 'accept' at once."""
+        A VM without a registered guest answers 'accept' at once.
+        ``action_id``: the action's (the protocol wants one id for every
+        message of one action), else a fresh one."""
         done = self._backend.event()
         box = []
 
@@ -294,7 +299,7 @@ class HeartbeatMonitor(monitor.Monitor):
             box.append(answer)
             done.set()
         self._inbox.append(_Ask(uuid, event, notification, phase, timeout,
-                                reply))
+                                reply, action_id))
         self._pool.wake()
         done.wait(timeout + ASK_GRACE)
         if box:
@@ -340,8 +345,10 @@ class HeartbeatMonitor(monitor.Monitor):
                 guest.session.granted is None:
             item.reply(Answer('accept', 'no heartbeat guest'))
             return
-        action_id = secrets.token_hex(16)
-        guest.asks[action_id] = item.reply
+        action_id = item.action_id or secrets.token_hex(16)
+        # One action asks several times under one id: each ask is its
+        # (id, notification, phase), as the session matches answers.
+        guest.asks[(action_id, item.notification, item.phase)] = item.reply
         self._handle(guest, guest.session.ask(
             action_id, item.event, item.notification, item.phase,
             item.timeout, now), now)
@@ -639,7 +646,9 @@ class HeartbeatMonitor(monitor.Monitor):
             elif isinstance(output, hsession.Recovered):
                 self._recovered(guest, output.reason)
             elif isinstance(output, hsession.Answer):
-                reply = guest.asks.pop(output.action_id, None)
+                reply = guest.asks.pop((output.action_id,
+                                        output.notification,
+                                        output.phase), None)
                 if reply is not None:
                     reply(Answer(output.result, output.reason))
             elif isinstance(output, hsession.CutOff):
