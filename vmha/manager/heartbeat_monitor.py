@@ -224,6 +224,11 @@ class HeartbeatMonitor(monitor.Monitor):
             self._guests[uuid] = guest
         self._next_refresh = now
 
+    @property
+    def hub(self):
+        """The ``ChannelHub`` (a supervised loop of its own: health)."""
+        return self._hub
+
     def start(self):
         self._hub.start()
         super().start()
