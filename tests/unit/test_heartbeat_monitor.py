@@ -771,3 +771,21 @@ def test_an_unhealthy_guest_asking_for_a_reboot_is_reset(host):
 def test_the_heartbeat_column(beat, cell):
     from vmha.manager import inventory
     assert inventory.heartbeat_cell(beat) == cell
+
+
+def test_a_reset_that_never_ends_sends_the_failure_to_masakari(host):
+    """A SIGSTOPped QEMU: libvirt's reset waits until SIGCONT.  Past
+    ACTION_BOUND the failure goes to Masakari; the reset ending later
+    sends nothing more."""
+    dom = host.vm()
+    host.register(dom)
+    host.pool.hold_keys.add(('action', dom.UUIDString()))
+    host.run(dom, 3, answer=False)
+    assert host.failures() == []
+    for _ in range(int(hm.ACTION_BOUND)):
+        host.step(1.0)
+    assert host.failures() == [('vm-1', 'heartbeat_lost',
+                                'QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')]
+    host.pool.release(('action', dom.UUIDString()))
+    host.step()
+    assert len(host.failures()) == 1 and dom.resets == 1

@@ -75,6 +75,9 @@ MIGRATION_QUIET = 30.0
 # hang, so a reboot waits for the longer of the two.
 DEFAULT_RESTART = 300.0
 ASK_GRACE = 1.0
+# Seconds a corrective action may take before the failure goes to
+# Masakari anyway (a reset of a SIGSTOPped QEMU blocks until SIGCONT).
+ACTION_BOUND = 30.0
 # Sessions handled in one turn between two reads of what the hub got.
 COLLECT_EVERY = 32  # seconds ``ask`` waits beyond the timeout it passes on
 
@@ -600,7 +603,8 @@ class HeartbeatMonitor(monitor.Monitor):
     # --- what is due -------------------------------------------------------
 
     def _replan(self, guest):
-        times = [guest.reconnect_at, guest.cut_off_until]
+        times = [guest.reconnect_at, guest.cut_off_until,
+                 guest.acting_until]
         times.extend(t for r, t in guest.pauses.items()
                      if t is not None and r not in tracker.ENDED_BY_INIT)
         if guest.session is not None:
@@ -615,6 +619,8 @@ class HeartbeatMonitor(monitor.Monitor):
         if guest.cut_off_until is not None and now >= guest.cut_off_until:
             guest.cut_off_until = None
             self._discover(guest)
+        if guest.acting_until is not None and now >= guest.acting_until:
+            self._action_overdue(guest)
         if guest.reconnect_at is not None and now >= guest.reconnect_at:
             guest.reconnect_at = None
             if guest.path and guest.key is None:
@@ -773,15 +779,22 @@ class HeartbeatMonitor(monitor.Monitor):
             self._pool.submit(('action', guest.uuid), choice.function,
                               guest.uuid)
             guest.acting = (wished, cause, evidence)
+            guest.acting_until = self._clock() + ACTION_BOUND
+            self._replan(guest)
         LOG.warning('%s (%s): heartbeat failed: %s; %s', guest.name,
                     guest.uuid, evidence, choice.why)
         self._set(guest, State.FAILED, '%s; %s' % (evidence, choice.why),
                   notify=True, action_taken=taken, priority=error, old=old)
 
     def _on_action(self, guest, job):
-        action, cause, evidence = guest.acting or (
-            'reboot', Cause.HEARTBEAT_LOST, '')
-        guest.acting = None
+        if guest.acting is None:
+            LOG.info('%s (%s): corrective action ended after %.0fs (%s); '
+                     'its failure was reported already', guest.name,
+                     guest.uuid, job.finished - job.submitted,
+                     job.error or 'done')
+            return
+        action, cause, evidence = guest.acting
+        guest.acting = guest.acting_until = None
         if job.error is None:
             LOG.info('%s (%s): corrective %s done', guest.name, guest.uuid,
                      action)
@@ -794,6 +807,23 @@ class HeartbeatMonitor(monitor.Monitor):
                             now, 'reset by vmha')
             return
         why = 'corrective %s failed: %s' % (action, job.error)
+        LOG.error('%s (%s): %s; reporting the failure', guest.name,
+                  guest.uuid, why)
+        guest.cause = cause
+        self._report(guest, cause, '%s; %s' % (evidence, why),
+                     decisions.GUEST_HUNG)
+        self._set(guest, guest.state, why + '; failure reported',
+                  notify=True, action_taken='log',
+                  priority=fields.NotificationPriority.ERROR)
+
+    def _action_overdue(self, guest):
+        """The corrective action still runs ``ACTION_BOUND`` seconds on:
+        libvirt waits on a QEMU that does not answer (SIGSTOPped, say),
+        so vmha cannot recover the guest itself: Masakari must."""
+        action, cause, evidence = guest.acting
+        guest.acting = guest.acting_until = None
+        why = ('corrective %s not done after %.0fs (QEMU does not answer)'
+               % (action, ACTION_BOUND))
         LOG.error('%s (%s): %s; reporting the failure', guest.name,
                   guest.uuid, why)
         guest.cause = cause
