@@ -789,3 +789,34 @@ def test_a_reset_that_never_ends_sends_the_failure_to_masakari(host):
     host.pool.release(('action', dom.UUIDString()))
     host.step()
     assert len(host.failures()) == 1 and dom.resets == 1
+
+
+def test_a_failure_in_an_open_episode_is_neither_reported_nor_acted_on(
+        make_host, sockets, tmp_path):
+    """Masakari has the episode (reported before an agent restart): a
+    new loss of the same guest must not reset it under Masakari's feet
+    nor report it twice."""
+    first = make_host(max_action='log')
+    dom = first.vm()
+    first.register(dom)
+    first.run(dom, 3, answer=False)
+    first.monitor.flush()
+    first.hub.stop()
+    first.guest(dom).hang_up()
+    second = Host(sockets, str(tmp_path / 'vmha.sqlite'),
+                  max_action='reboot', fake=first.fake, clock=first.clock)
+    second.guests = first.guests
+    try:
+        guest = second.connect(dom)
+        guest.seq = 0
+        guest.init()  # registers, then never answers
+        second.pump(lambda: second.state_of(dom) == 'enabling', 'enabling')
+        second.run(dom, 4, answer=False)
+        assert second.state_of(dom) == 'failed'
+        assert dom.resets == 0
+        assert [f[1] for f in second.failures()] == ['heartbeat_lost']
+        assert second.open_episode(dom) == 'heartbeat_lost'
+    finally:
+        second.monitor.flush()
+        second.hub.stop()
+        second.journal.close()

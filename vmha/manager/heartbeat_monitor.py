@@ -753,7 +753,11 @@ class HeartbeatMonitor(monitor.Monitor):
                       notify=True, priority=error, old=old)
             return
         other = self._reporter.store.failure_cause(guest.uuid)
-        if other is not None and other != cause:
+        if other is not None:
+            # Reported already (by the guest-agent monitor, the event
+            # path, or this monitor before a restart): Masakari has it,
+            # and an action of vmha's now would race its recovery.
+            guest.cause = other if other in _CAUSES.values() else None
             LOG.warning('%s (%s): heartbeat failed: %s; already in a '
                         'failure episode (%s): not reported again, no '
                         'action', guest.name, guest.uuid, evidence, other)
