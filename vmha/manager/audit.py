@@ -198,8 +198,12 @@ class PowerStateAudit(supervision.SupervisedLoop):
         # A failure state the journal has not seen counts even when the
         # power state is the same (stopped by an operator, then started
         # and crashed while nobody watched).
+        # Running with an incoming migration on record: its RESUMED was
+        # missed; the row must be rewritten to end the migration, or a
+        # later death is taken for a failed migration and ignored.
         return row.power_state != current or (
-            current == 'running' and _closes_when_running(row)) or (
+            current == 'running' and (_closes_when_running(row)
+                                      or bool(row.incoming_migration))) or (
             info.state_reason != row.state_reason
             and decisions.from_state(info.state_reason) is not None)
 

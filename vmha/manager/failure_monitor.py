@@ -320,6 +320,11 @@ class FailureMonitor:
     def _record_transition(self, tx, row, event):
         now = self._reporter.clock()
         power = _POWER_STATE_AFTER.get(event.transition, power_state.NOSTATE)
+        if event.vir_domain_event == 'STARTED_MIGRATED':
+            # An incoming migration starts the domain paused; it runs
+            # once RESUMED.  Recorded running, an audit that found it
+            # running (RESUMED missed) would see nothing to rewrite.
+            power = power_state.PAUSED
         if event.transition == ev.EVENT_LIFECYCLE_UNDEFINED:
             self._store.forget(tx, event.uuid)
         elif event.transition != ev.EVENT_LIFECYCLE_DEFINED:
