@@ -24,7 +24,9 @@ from vmha.manager import selection
 from vmha.manager import state
 
 SHUTOFF_FAILED = (5, 6)
-STARTED, STOPPED, DEFINED = 2, 5, 0  # libvirt lifecycle event codes
+SHUTOFF_SHUTDOWN = (5, 1)
+STARTED, STOPPED, DEFINED, SHUTDOWN = 2, 5, 0, 6  # lifecycle event codes
+CONTROL_ERROR = 7  # libvirt event id
 
 
 class LockHolder:
@@ -122,6 +124,59 @@ def test_a_failure_decided_while_the_journal_is_locked_is_sent_once_after(
     assert agent.health.turning_over()
     agent.dispatch(60.0)
     assert len(agent.messages('instance.failure')) == 1
+    agent.close()
+
+
+def test_a_control_error_kept_for_the_journal_is_decided_as_it_arrived(
+        tmp_path):
+    """Regression: a CONTROL_ERROR kept while the journal was locked was
+    decided when written: the guest shut down meanwhile turned it into a
+    false qemu_died (Masakari would stop and start a VM nobody lost)."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    dom = agent.fake.add_domain('vm-1')
+    agent.fake.fire_lifecycle(dom, STARTED, 0)
+    agent.dispatch()
+    lock = LockHolder(path)
+    agent.fake.connection.fire(CONTROL_ERROR, dom)  # the domain runs on
+    agent.dispatch()
+    dom.state_value = SHUTOFF_SHUTDOWN  # then the guest shuts down
+    agent.fake.fire_lifecycle(dom, SHUTDOWN, 1)
+    agent.fake.fire_lifecycle(dom, STOPPED, 0)
+    agent.dispatch(20.0)  # past the STOPPED hold-back; still locked
+    assert agent.messages('instance.failure') == []
+    lock.release()
+    agent.dispatch(5.0)
+    assert [(f['cause'], f['event'], f['vir_domain_event'])
+            for f in agent.messages('instance.failure')] == [
+        ('control_error', 'CONTROL_ERROR', 'UNKNOWN')]
+    assert [m['vir_domain_event'] for m in
+            agent.messages('instance.lifecycle')][-1] == 'STOPPED_SHUTDOWN'
+    agent.close()
+
+
+def test_a_stop_kept_for_the_journal_is_rechecked_when_written(tmp_path):
+    """A death kept while the journal was locked is not reported if nova
+    restarted the domain before it could be written (history, not a
+    failure to recover), and is if the domain is still off."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    restarted = agent.fake.add_domain('vm-1')
+    dead = agent.fake.add_domain('vm-2')
+    for dom in (restarted, dead):
+        agent.fake.fire_lifecycle(dom, STARTED, 0)
+    agent.dispatch()
+    lock = LockHolder(path)
+    for dom in (restarted, dead):
+        dom.state_value = SHUTOFF_FAILED
+        agent.fake.fire_lifecycle(dom, STOPPED, 5)  # QEMU died
+    agent.dispatch(20.0)
+    restarted.state_value = (1, 1)  # RUNNING_BOOTED, its event not yet in
+    lock.release()
+    agent.dispatch(5.0)
+    assert [(f['name'], f['vir_domain_event'])
+            for f in agent.messages('instance.failure')] == [
+        ('vm-2', 'STOPPED_FAILED')]
     agent.close()
 
 

@@ -19,7 +19,10 @@ it, in one FIFO, and handled again, in arrival order, on later events and
 on the dispatcher's turnovers (``retry_pending``, at least once a second)
 with a short backoff (``vmha.journal.retry``).  So a later event of the
 same domain never overtakes it, and a failure decided while the journal
-cannot be written reaches the outbox once it can.  Host events
+cannot be written reaches the outbox once it can.  A control error is
+judged by the domain's state as it arrives, never at the retry (the
+domain may have been shut down meanwhile); only a failure that needs the
+domain down is checked again when written.  Host events
 (connection lost or restored) queue the same way.  At most
 ``PENDING_LIMIT`` events wait; past that, new ones are dropped with an
 error, and the audit runs once the backlog is written.
@@ -220,8 +223,14 @@ class FailureMonitor:
             if redefined:
                 self._selector.forget(event.uuid)
             if self._selector.is_monitored(event.uuid, event.name):
+                # Decided now, not when written: a control error kept
+                # behind a journal outage and judged later by the state
+                # of the moment would take a shutdown meanwhile for a
+                # death.
+                verdict = self._on_arrival(event,
+                                           decisions.from_event(event))
                 self._write(event.describe(),
-                            lambda: self._instance_event(event))
+                            lambda: self._instance_event(event, verdict))
             if redefined:  # undefined: forget it for good
                 self._selector.forget(event.uuid)
         elif isinstance(event, ev.HostEvent):
@@ -268,8 +277,8 @@ class FailureMonitor:
             self._dropped = 0
             self._on_resync()
 
-    def _instance_event(self, event):
-        verdict = self._recheck(event, decisions.from_event(event))
+    def _instance_event(self, event, verdict):
+        verdict = self._recheck_stopped(event, verdict)
         with self._journal.transaction() as tx:
             row = self._store.get(tx, event.uuid)
             if verdict is not None and verdict.needs_stopped and \
@@ -287,35 +296,51 @@ class FailureMonitor:
                 self._reporter.report(tx, row, event.uuid, event.name,
                                       verdict, event.timestamp)
 
-    def _recheck(self, event, verdict):
-        if verdict is None or not (
-                verdict.needs_stopped
-                or verdict.cause == fields.FailureCause.CONTROL_ERROR):
+    def _on_arrival(self, event, verdict):
+        """A control error, judged by the domain's state as the event
+        arrives: a death if it no longer runs."""
+        if verdict is None or \
+                verdict.cause != fields.FailureCause.CONTROL_ERROR:
             return verdict
-        try:
-            info = self._run_blocking(self._driver.get_instance_info,
-                                      event.uuid)
-        except exception.DomainNotFound:
-            info = None  # a transient domain is gone once it stops
-        except exception.HypervisorError as error:
-            LOG.warning('Cannot re-check %s (%s) before reporting %s: %s; '
-                        'reporting anyway', event.name, event.uuid,
-                        verdict.vir_domain_event, error)
+        found, info = self._current_info(event, verdict)
+        if not found:
             return verdict
+        verdict = decisions.from_control_error(verdict, info)
         if verdict.cause == fields.FailureCause.CONTROL_ERROR:
-            verdict = decisions.from_control_error(verdict, info)
-            if verdict.cause == fields.FailureCause.CONTROL_ERROR:
-                # Still listed as running: libvirtd may be reconnecting to
-                # a QEMU that is in fact gone (it then ends "shut off
-                # (daemon)" with no event): look again while it settles.
-                self._on_resync()
+            # Still listed as running: libvirtd may be reconnecting to
+            # a QEMU that is in fact gone (it then ends "shut off
+            # (daemon)" with no event): look again while it settles.
+            self._on_resync()
+        return verdict
+
+    def _recheck_stopped(self, event, verdict):
+        """A failure that holds only while the domain is down, checked
+        against its state as it is written (after a journal outage too:
+        a domain nova restarted meanwhile is history, not a failure)."""
+        if verdict is None or not verdict.needs_stopped:
             return verdict
-        if info is not None and info.power_state == power_state.RUNNING:
+        found, info = self._current_info(event, verdict)
+        if found and info is not None and \
+                info.power_state == power_state.RUNNING:
             LOG.info('%s (%s): %s, but the domain runs again (%s): no '
                      'failure to report', event.name, event.uuid,
                      verdict.vir_domain_event, info.state_reason)
             return None
         return verdict
+
+    def _current_info(self, event, verdict):
+        """(True, the domain's InstanceInfo or None if gone), or (False,
+        None) when libvirt cannot tell (the verdict then stands)."""
+        try:
+            return True, self._run_blocking(self._driver.get_instance_info,
+                                            event.uuid)
+        except exception.DomainNotFound:
+            return True, None  # a transient domain is gone once it stops
+        except exception.HypervisorError as error:
+            LOG.warning('Cannot re-check %s (%s) before reporting %s: %s; '
+                        'reporting anyway', event.name, event.uuid,
+                        verdict.vir_domain_event, error)
+            return False, None
 
     def _record_transition(self, tx, row, event):
         now = self._reporter.clock()
