@@ -49,6 +49,7 @@ def build(conf, driver, journal, outbox, sender):
         driver, journal, reporter, selector,
         conf.libvirt.connection_uri, on_resync=audit.request_settling,
         run_blocking=backend.run_blocking, store=store, outbox=outbox)
+    audit.events_waiting = monitor.events_waiting
     metrics = metrics_lib.Metrics()
     listeners = [metrics.listener, monitor]
     guests = None

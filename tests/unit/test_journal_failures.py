@@ -12,11 +12,14 @@ unhealthy meanwhile.
 
 import sqlite3
 
+from tests.conftest import BACKEND
 from tests.fixtures import virt
 from tests.unit import test_guest_monitor
+from vmha import concurrency
 from vmha.api import table
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
+from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_states as gs
 from vmha.manager import health
@@ -25,6 +28,7 @@ from vmha.manager import state
 
 SHUTOFF_FAILED = (5, 6)
 SHUTOFF_SHUTDOWN = (5, 1)
+RUNNING_BOOTED = (1, 1)
 STARTED, STOPPED, DEFINED, SHUTDOWN = 2, 5, 0, 6  # lifecycle event codes
 CONTROL_ERROR = 7  # libvirt event id
 
@@ -54,12 +58,17 @@ class EventPath:
         store = state.StateStore(self.journal)
         reporter = failure_monitor.Reporter(
             self.outbox, store, 'compute-1', clock=self.clock)
+        selector = selection.Selector(self.driver)
         self.resyncs = []
         self.monitor = failure_monitor.FailureMonitor(
-            self.driver, self.journal, reporter,
-            selection.Selector(self.driver), 'qemu:///system',
+            self.driver, self.journal, reporter, selector, 'qemu:///system',
             on_resync=lambda: self.resyncs.append(self.clock()),
             clock=self.clock, store=store, outbox=self.outbox)
+        # Run by hand (audit.run_once), as its own task would.
+        self.audit = audit_lib.PowerStateAudit(
+            self.driver, self.journal, reporter, selector,
+            concurrency.get(BACKEND), clock=self.clock, store=store)
+        self.audit.events_waiting = self.monitor.events_waiting
         self.driver.register_event_listener(self.monitor)
         self.driver.register_turnover_callback(self.monitor.retry_pending)
         self.health = health.HealthCheck(
@@ -171,12 +180,45 @@ def test_a_stop_kept_for_the_journal_is_rechecked_when_written(tmp_path):
         dom.state_value = SHUTOFF_FAILED
         agent.fake.fire_lifecycle(dom, STOPPED, 5)  # QEMU died
     agent.dispatch(20.0)
-    restarted.state_value = (1, 1)  # RUNNING_BOOTED, its event not yet in
+    restarted.state_value = RUNNING_BOOTED  # its event not yet in
     lock.release()
     agent.dispatch(5.0)
     assert [(f['name'], f['vir_domain_event'])
             for f in agent.messages('instance.failure')] == [
         ('vm-2', 'STOPPED_FAILED')]
+    agent.close()
+
+
+def test_an_audit_before_the_kept_events_are_written_reports_once(
+        tmp_path):
+    """Regression: the audit ran between the journal's return and the
+    failure monitor's retry, reported the death it found, and the kept
+    events, written after it, closed that episode (the start before the
+    death) and reported the same death again, with a new episode id:
+    Masakari would recover the VM twice."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    dom = agent.fake.add_domain('vm-1')
+    agent.fake.fire_lifecycle(dom, STARTED, 0)
+    dom.state_value = SHUTOFF_SHUTDOWN
+    agent.fake.fire_lifecycle(dom, STOPPED, 0)  # shut down by an operator
+    agent.dispatch(20.0)
+    lock = LockHolder(path)
+    dom.state_value = RUNNING_BOOTED
+    agent.fake.fire_lifecycle(dom, STARTED, 0)  # started again
+    agent.dispatch()
+    dom.state_value = SHUTOFF_FAILED
+    agent.fake.fire_lifecycle(dom, STOPPED, 5)  # and QEMU died
+    agent.dispatch(20.0)
+    assert agent.monitor.pending_writes() == 2
+    lock.release()
+    agent.audit.run_once()  # the audit's task runs first
+    agent.dispatch(5.0)  # then the dispatcher's turnover writes the rest
+    agent.audit.run_once()  # the audit the monitor asked for
+    failures = agent.messages('instance.failure')
+    assert [(f['name'], f['vir_domain_event']) for f in failures] == [
+        ('vm-1', 'STOPPED_FAILED')]
+    assert agent.resyncs  # the audit looks again once all is written
     agent.close()
 
 

@@ -207,14 +207,24 @@ class FailureMonitor:
         self._selector = selector
         self._uri = uri
         self._on_resync = on_resync or (lambda: None)
-        # (what, write): events not yet in the journal, oldest first.
+        # (what, uuid, write): events not yet in the journal, oldest
+        # first; uuid None for a host event.
         self._pending = collections.deque()
+        self._waiting = collections.Counter()  # uuid -> events in _pending
         self._retry = retry.WriteRetry(clock)
         self._dropped = 0  # past PENDING_LIMIT, since the backlog began
 
     def pending_writes(self):
         """Events handled but not yet written (the journal failed)."""
         return len(self._pending)
+
+    def events_waiting(self, uuid):
+        """True while an event of this domain is not yet written: the
+        audit leaves the domain alone, or it would act on a row older
+        than the event and the event, written after it, would undo (or
+        repeat) what the audit did.  Read from the audit's task; only the
+        dispatcher changes the count."""
+        return self._waiting.get(uuid, 0) > 0
 
     def __call__(self, event):
         if isinstance(event, ev.InstanceEvent):
@@ -230,13 +240,14 @@ class FailureMonitor:
                 verdict = self._on_arrival(event,
                                            decisions.from_event(event))
                 self._write(event.describe(),
-                            lambda: self._instance_event(event, verdict))
+                            lambda: self._instance_event(event, verdict),
+                            event.uuid)
             if redefined:  # undefined: forget it for good
                 self._selector.forget(event.uuid)
         elif isinstance(event, ev.HostEvent):
             self._host_event(event)
 
-    def _write(self, what, write):
+    def _write(self, what, write, uuid=None):
         """Run ``write()`` (one journal transaction) behind every write
         still waiting, so that none overtakes an older one."""
         what = ' '.join(what.split())  # describe() pads its columns
@@ -247,7 +258,9 @@ class FailureMonitor:
                           'written', len(self._pending), what)
             self._dropped += 1
             return
-        self._pending.append((what, write))
+        self._pending.append((what, uuid, write))
+        if uuid is not None:
+            self._waiting[uuid] += 1
         self.retry_pending()
 
     def retry_pending(self):
@@ -256,7 +269,7 @@ class FailureMonitor:
         if not self._pending or not self._retry.due():
             return
         while self._pending:
-            what, write = self._pending[0]
+            what, uuid, write = self._pending[0]
             try:
                 write()
             except db.JournalError as error:
@@ -268,13 +281,23 @@ class FailureMonitor:
                 # Not the journal: trying again would fail again.
                 LOG.exception('Handling %s failed; it is skipped', what)
             self._pending.popleft()
+            if uuid is not None:
+                self._waiting[uuid] -= 1
+                if not self._waiting[uuid]:
+                    del self._waiting[uuid]
+        resync = False
         if self._retry.succeeded():
+            # An audit that ran meanwhile left the domains with events
+            # waiting alone: look at them now.
             LOG.warning('The journal takes writes again: every kept event '
-                        'is written')
+                        'is written; auditing now')
+            resync = True
         if self._dropped:
             LOG.error('%d event(s) were dropped while the journal could not '
                       'be written: auditing now', self._dropped)
             self._dropped = 0
+            resync = True
+        if resync:
             self._on_resync()
 
     def _instance_event(self, event, verdict):
