@@ -76,8 +76,10 @@ def build(conf, driver, journal, outbox, sender):
         driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,
         writers=[monitor] + monitors)
-    # Events the journal refused are retried on the dispatcher.
+    # Events the journal refused are retried on the dispatcher, and so
+    # are operator choices adopted from metadata it could not record.
     driver.register_turnover_callback(monitor.retry_pending)
+    driver.register_turnover_callback(keeper.retry_adoptions)
     service = service_lib.AgentService(
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
