@@ -316,6 +316,22 @@ def test_a_choice_disabled_in_the_metadata_holds_while_unwritable(tmp_path):
         agent.close()
 
 
+def test_an_operator_change_wins_over_an_adoption_still_waiting(tmp_path):
+    """An operator who clears the choice before the journal recorded the
+    one adopted from the metadata is not overruled by the retry."""
+    agent, dom, lock = _migrated_in_then_died_while_locked(tmp_path,
+                                                           'false')
+    try:
+        lock.release()
+        agent.keeper.change(dom.UUIDString(), 'web-1', None, None,
+                            'user=bob')
+        agent.dispatch(5.0)  # the adoption's retry is due
+        assert agent.store.all() == {}
+        assert not agent.selector.disabled(dom.UUIDString())
+    finally:
+        agent.close()
+
+
 def test_the_journal_choice_wins_over_the_metadata(agent):
     dom = agent.fake.add_domain('web-1')
     agent.keeper.change(dom.UUIDString(), 'web-1', True, None, 'x')

@@ -290,6 +290,8 @@ class OverrideKeeper:
         force, or None."""
         value = self._store.set(uuid, enabled, reason, self._wall(),
                                 requested_by, name)
+        # An adoption still waiting for the journal is older: dropped.
+        self._unsaved.pop(uuid, None)
         self._selector.override(uuid, value)
         self._write_metadata(uuid, name, value)
         return value
