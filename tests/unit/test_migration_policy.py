@@ -6,6 +6,9 @@ stalled; a migration in post-copy is never aborted.  Time is passed in
 by hand: samples every 5 s, as ``[migration] progress_interval``.
 """
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from oslo_config import cfg
 import pytest
 
@@ -129,11 +132,19 @@ def test_a_sawtooth_making_new_minima_is_not_a_stall():
 
 def test_iterations_starting_with_less_are_progress():
     """The floor is QEMU's switch-over threshold and stays put; what
-    converges is how much each iteration starts with."""
+    converges is how much each iteration starts with (7 % less each
+    time): the first sample of each 40 s iteration is its start, the
+    others sit on the floor."""
     watch = mp.ProgressWatch(150)
-    samples = sawtooth(0, 1500, period=40, floor=100 * 1024 ** 2,
-                       peak=4 * GIB, peak_factor=0.93)
+    floor = 100 * 1024 ** 2
+    samples = [(t, int(4 * GIB * 0.93 ** (t // 40)) if t % 40 == 0
+                else floor, 1 + t // 40) for t in range(0, 1500, INTERVAL)]
     assert stalled_at(watch, samples) is None
+    # The same with every iteration starting at 4 GiB: stalled.
+    watch = mp.ProgressWatch(150)
+    samples = [(t, 4 * GIB if t % 40 == 0 else floor, 1 + t // 40)
+               for t in range(0, 1500, INTERVAL)]
+    assert stalled_at(watch, samples) == 5 + 150
 
 
 def test_a_jump_up_then_below_the_old_floor_is_progress():
@@ -176,6 +187,16 @@ def test_samples_without_data_or_from_the_past_are_ignored():
     assert not watch.feed(15, 1, 1)  # would have been a new minimum
     assert watch.feed(200, 3 * GIB, 1)
     assert watch.stalled(200)
+
+
+def test_a_job_still_setting_up_does_not_hide_a_stall():
+    """libvirt reports 0 of 0 bytes while the job sets up; that 0 must
+    not count as "nothing left to send"."""
+    watch = mp.ProgressWatch(150)
+    for now in range(0, 20, INTERVAL):
+        assert not watch.feed(now, 0, 0, data_total=0)
+    samples = [(t, 3 * GIB, 1) for t in range(20, 400, INTERVAL)]
+    assert stalled_at(watch, samples) == 20 + 150
 
 
 # -- Real stalls -------------------------------------------------------------
@@ -478,3 +499,53 @@ def test_a_bad_migration_value_is_one_readable_line(tmp_path, line, option):
     message = str(raised.value)
     assert '\n' not in message
     assert message.startswith('invalid value for [migration] %s' % option)
+
+
+# -- Properties ---------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(downtime=st.integers(100, 60000), steps=st.integers(3, 200),
+       data=st.floats(0.5, 4096), delay=st.integers(3, 600))
+def test_steps_rise_linearly_from_a_step_to_the_maximum(
+        downtime, steps, data, delay):
+    table = mp.downtime_steps(data, downtime, steps, delay)
+    assert len(table) == steps + 1
+    assert table[0] == (0, downtime // steps)
+    assert table[-1][1] == downtime
+    gap = int(delay * data)
+    assert [after for after, _ in table] == [gap * i
+                                             for i in range(steps + 1)]
+    downtimes = [ms for _, ms in table]
+    assert downtimes == sorted(downtimes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(noise=st.lists(st.floats(0, 3), min_size=300, max_size=300),
+       start=st.integers(1 * GIB, 64 * GIB))
+def test_a_floor_that_keeps_falling_is_never_a_stall(noise, start):
+    """Whatever the saw tooth does above it, a floor reached at least
+    every 30 s and 0.5 % lower every 5 s is progress."""
+    watch = mp.ProgressWatch(150)
+    for index, extra in enumerate(noise):
+        now = index * INTERVAL
+        floor = start * 0.995 ** index
+        remaining = floor if index % 6 == 0 else floor * (1 + extra)
+        watch.feed(now, int(remaining), 1 + index // 6)
+        assert not watch.stalled(now)
+
+
+@settings(max_examples=100, deadline=None)
+@given(remaining=st.lists(st.integers(0, 64 * GIB), min_size=1,
+                          max_size=200),
+       action=st.sampled_from(mp.TIMEOUT_ACTIONS),
+       post_copy=st.booleans(), switch=st.integers(0, 199))
+def test_nothing_is_ever_done_to_a_migration_in_postcopy(
+        remaining, action, post_copy, switch):
+    state = mp.begin(0, 2, timeout_action=action, permit_post_copy=post_copy,
+                     completion_timeout_per_gib=10)
+    for index, left in enumerate(remaining):
+        now = 1 + index * 50
+        state.watch.feed(now, left, index, postcopy=index >= switch)
+        action_now = mp.decide(now, state)
+        if index >= switch:
+            assert action_now == mp.NOTHING_TO_DO

@@ -175,14 +175,16 @@ class ProgressWatch:
         self._iterations = collections.deque()
         self._last_iteration = None
 
-    def feed(self, now, data_remaining, iteration=None, postcopy=False):
+    def feed(self, now, data_remaining, iteration=None, postcopy=False,
+             data_total=None):
         """Record one job-stats sample.  Returns False (and records
-        nothing) for a sample that cannot be judged: no data remaining
-        (the job has no memory stats yet) or a time before the last
-        sample's (the caller's clock went back)."""
+        nothing) for a sample that cannot be judged: no data remaining,
+        a ``data_total`` of 0 (the job is still setting up: its 0
+        remaining would pass for "nothing left" and hide a stall), or a
+        time before the last sample's (the caller's clock went back)."""
         if postcopy:
             self.postcopy = True
-        if data_remaining is None or data_remaining < 0:
+        if data_remaining is None or data_remaining < 0 or data_total == 0:
             return False
         if self._samples and now < self._samples[-1].time:
             return False
