@@ -245,8 +245,8 @@ ABORT = 'abort'
 FORCE_COMPLETE_POSTCOPY = 'force_complete_postcopy'
 PAUSE_GUEST = 'pause_guest'
 
-Action = collections.namedtuple('Action', ['kind', 'downtime_ms', 'reason'])
-Action.__new__.__defaults__ = (None, None)
+Action = collections.namedtuple('Action', ['kind', 'downtime_ms', 'reason'],
+                                defaults=(None, None))
 Action.__doc__ = """One step of the policy: ``kind`` (one of the module's
 constants), ``downtime_ms`` for ``set_downtime``, ``reason`` (why:
 ``completion_timeout``, ``stalled``, ``stalled_after_force_complete``,
@@ -272,15 +272,15 @@ class MigrationState:
     """
 
     started_at: float
-    steps: list
-    deadline: object  # seconds after the start, or None
+    steps: list[tuple[int, int]]
+    deadline: int | None  # seconds after the start
     watch: ProgressWatch
     timeout_action: str = 'abort'
     permit_post_copy: bool = False
-    downtime_ms: object = None  # the maximum downtime last set
-    changed_at: object = None  # when the policy last changed something
-    paused_at: object = None  # when vmha paused the guest to converge
-    postcopy_requested_at: object = None
+    downtime_ms: int | None = None  # the maximum downtime last set
+    changed_at: float | None = None  # the policy's last change
+    paused_at: float | None = None  # vmha paused the guest to converge
+    postcopy_requested_at: float | None = None
     postcopy_started: bool = False
 
     def __post_init__(self):

@@ -96,11 +96,11 @@ class Interface:
     type: str | None = None
     source: typing.Mapping[str, str] | None = None
     target_dev: str | None = None
-    virtualport: object = KEEP
+    virtualport: typing.Any = KEEP
 
 
-HugePage = collections.namedtuple('HugePage', ['size', 'unit', 'nodeset'])
-HugePage.__new__.__defaults__ = ('KiB', None)
+HugePage = collections.namedtuple('HugePage', ['size', 'unit', 'nodeset'],
+                                  defaults=('KiB', None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,11 +128,11 @@ class NumaPinning:
     nodeset=>``; ``memnodes``: guest cell -> host NUMA nodes.
     """
 
-    vcpupin: typing.Mapping[int, object] = dataclasses.field(
+    vcpupin: typing.Mapping[int, typing.Any] = dataclasses.field(
         default_factory=dict)
-    emulatorpin: object = None
-    memory_nodeset: object = None
-    memnodes: typing.Mapping[int, object] = dataclasses.field(
+    emulatorpin: typing.Any = None
+    memory_nodeset: typing.Any = None
+    memnodes: typing.Mapping[int, typing.Any] = dataclasses.field(
         default_factory=dict)
 
 
