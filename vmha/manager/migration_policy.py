@@ -42,8 +42,8 @@ import dataclasses
 GIB = 1024 ** 3
 
 #: Each of RAM and every block-migrated disk counts at least this many
-#: GiB when scaling the delays and the deadline (nova: a tiny guest
-#: still needs time to set up).
+#: GiB when scaling the delays and the deadline (nova's rule: a small
+#: guest still gets steps and a deadline long enough to matter).
 MIN_GIB_PER_ITEM = 2
 
 #: A sample "makes progress" when its data remaining is below this share
