@@ -151,6 +151,15 @@ class LibvirtDriver(driver.VirtDriver):
         return guest.describe_xml(
             self.host.get_connection().lookup(uuid).xml(), namespace_uri)
 
+    def channel_path(self, uuid, name):
+        xml = self.host.get_connection().lookup(uuid).xml()
+        try:
+            return guest.channel_path(xml, name, domain=uuid)
+        except ValueError as error:
+            LOG.warning('Domain %s: cannot find channel %s, its XML is '
+                        'unusable: %s', uuid, name, error)
+            return None
+
     def get_guest_counters(self, uuid, disk=False):
         def read(conn):
             domain = conn.lookup(uuid)
