@@ -51,6 +51,7 @@ def build(conf, driver, journal, outbox, sender):
         driver, journal, reporter, selector,
         conf.libvirt.connection_uri, on_resync=audit.request_settling,
         run_blocking=backend.run_blocking, store=store, outbox=outbox)
+    audit.events_waiting = monitor.events_waiting
     metrics = metrics_lib.Metrics()
     listeners = [metrics.listener, monitor]
     guests = None
@@ -94,8 +95,10 @@ def build(conf, driver, journal, outbox, sender):
         driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,
         writers=[monitor] + monitors)
-    # Events the journal refused are retried on the dispatcher.
+    # Events the journal refused are retried on the dispatcher, and so
+    # are operator choices adopted from metadata it could not record.
     driver.register_turnover_callback(monitor.retry_pending)
+    driver.register_turnover_callback(keeper.retry_adoptions)
     service = service_lib.AgentService(
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,

@@ -17,14 +17,15 @@ from vmha.conf import health
 from vmha.conf import heartbeat
 from vmha.conf import libvirt
 from vmha.conf import masakari
+from vmha.conf import migration
 from vmha.conf import monitoring
 from vmha.conf import notifications
 from vmha.conf import outbox
 from vmha.conf import rpc
 
 _MODULES = (default, libvirt, events, monitoring, audit, guest_agent,
-            heartbeat, notifications, masakari, bridge, database, outbox,
-            health, rpc)
+            heartbeat, migration, notifications, masakari, bridge, database,
+            outbox, health, rpc)
 
 
 def register_opts(conf):
