@@ -84,6 +84,22 @@ before its heartbeat is declared lost (a failure).  A challenge the host
 itself sent late (by more than half an interval: a busy host) counts no
 miss.
 """),
+    cfg.FloatOpt('answer_window',
+                 default=0.5,
+                 min=0.1,
+                 max=1.0,
+                 help="""
+The part of the granted interval a guest has to answer a challenge
+before the challenge counts as missed (1.0: until the next challenge is
+due).  With the defaults (1 s, 0.5, ``miss_threshold`` 2) a hung guest is
+declared lost 1.5-2.5 s after it stopped; a healthy guest answers in
+milliseconds (3.5 ms median measured on a TCG guest), so half a second
+is a wide margin even when the host is busy.
+
+Related options:
+
+* ``miss_threshold``
+"""),
     cfg.StrOpt('max_action',
                default='reboot',
                choices=[

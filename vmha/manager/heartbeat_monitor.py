@@ -201,7 +201,8 @@ class HeartbeatMonitor(monitor.Monitor):
             default_interval=group.default_interval,
             miss_threshold=group.miss_threshold,
             max_action=group.max_action, max_notice=group.max_notice,
-            max_messages_per_second=group.max_messages_per_second)
+            max_messages_per_second=group.max_messages_per_second,
+            answer_window=group.answer_window)
         settings = Settings(group.channel_name, group.max_action,
                             group.cut_off_time, group.reconnect_interval,
                             group.reconnect_max_interval)
