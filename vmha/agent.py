@@ -12,6 +12,7 @@ here, so they run the same wiring.
 from vmha import concurrency
 from vmha.api import http as http_api
 from vmha.api import rpc as rpc_api
+from vmha.manager import action_runner
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
@@ -75,12 +76,16 @@ def build(conf, driver, journal, outbox, sender):
         driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,
         writers=[monitor] + monitors)
+    # Lifecycle actions over RPC.  The heartbeat monitor (its ask, hold
+    # and registration) takes NoHeartbeat's place once it is wired.
+    actions = action_runner.ActionRunner.from_conf(
+        conf, driver, None, journal, outbox, backend)
     # Events the journal refused are retried on the dispatcher.
     driver.register_turnover_callback(monitor.retry_pending)
     service = service_lib.AgentService(
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
-        health=health, metrics=metrics, monitors=monitors)
+        health=health, metrics=metrics, monitors=monitors, actions=actions)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

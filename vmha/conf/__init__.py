@@ -7,6 +7,7 @@ start-up with one readable line instead of later, mid-run.
 
 from oslo_config import cfg
 
+from vmha.conf import actions
 from vmha.conf import audit
 from vmha.conf import bridge
 from vmha.conf import database
@@ -22,7 +23,8 @@ from vmha.conf import outbox
 from vmha.conf import rpc
 
 _MODULES = (default, libvirt, events, monitoring, audit, guest_agent,
-            notifications, masakari, bridge, database, outbox, health, rpc)
+            notifications, masakari, bridge, database, outbox, health, rpc,
+            actions)
 
 
 def register_opts(conf):

@@ -31,11 +31,13 @@ class AgentService:
     :param guest_monitor: the ``GuestAgentMonitor``, or None
     :param monitors: every ``monitor.Monitor`` to start and stop (by
         default the guest-agent monitor)
+    :param actions: the ``action_runner.ActionRunner`` (lifecycle
+        actions over RPC), or None
     """
 
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
                  guest_monitor=None, reporter=None, inventory=None,
-                 health=None, metrics=None, monitors=None):
+                 health=None, metrics=None, monitors=None, actions=None):
         self.driver = driver
         self.host = host
         self.sender = sender
@@ -45,6 +47,7 @@ class AgentService:
         self.inventory = inventory
         self.health = health
         self.metrics = metrics
+        self.actions = actions
         # The monitor.Monitor s: started after the audit, stopped in
         # reverse before the driver's cleanup (see vmha.manager.monitor).
         if monitors is None:
