@@ -197,7 +197,9 @@ class LibvirtDriver(driver.VirtDriver):
                     if domain.state()[0] == SHUTOFF:
                         return 'shut down by the guest in %.1fs' % (
                             time.monotonic() - started)
-                    self._backend.native_sleep(poll)
+                    self._backend.native_sleep(min(poll, max(
+                        0.0, shutdown_timeout -
+                        (time.monotonic() - started))))
             if domain.state()[0] == SHUTOFF:
                 return 'shut down by the guest in %.1fs' % (
                     time.monotonic() - started)
