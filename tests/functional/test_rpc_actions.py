@@ -10,6 +10,7 @@ of the channel is not what these tests are about.
 import io
 import json
 
+from prometheus_client import parser
 import pytest
 
 from tests.functional import test_rpc_api as harness
@@ -58,6 +59,13 @@ def with_guest(agent):
     return guest
 
 
+def metric_samples(agent):
+    body = agent.service.metrics.exposition().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in parser.text_string_to_metric_families(body)
+            for s in f.samples}
+
+
 def action_notifications(agent, name):
     return [m.payload['vmha_object.data'] for m in agent.sink.messages
             if m.event_type == 'instance.action'
@@ -78,6 +86,8 @@ def test_stop_over_rpc_without_heartbeat_guest_is_done(agents, boot,
         ('vote', 'accepted'), ('pre', 'done'), ('action', 'done'),
         ('post', 'skipped')]
     assert answer['phases'][0]['reason'] == 'no heartbeat guest'
+    assert metric_samples(agent)[('vmha_actions_total', (
+        ('action', 'stop'), ('outcome', 'done')))] == 1
     wait_for(lambda: len(action_notifications(agent, domain.name)) == 4,
              what='4 instance.action notifications')
     assert {n['action_id'] for n in action_notifications(
@@ -97,6 +107,10 @@ def test_a_stop_the_guest_rejects_is_not_done_and_the_caller_hears_why(
     assert answer['reason'] == 'database resync in progress'
     assert domain.state()[0] == RUNNING
     assert guest.asked == [('stop', 'revocable', 'pre')]
+    samples = metric_samples(agent)
+    assert samples[('vmha_actions_total', (('action', 'stop'),
+                                           ('outcome', 'rejected')))] == 1
+    assert samples[('vmha_actions_running', ())] == 0
 
 
 def test_suspend_and_resume_over_rpc(agents, boot):

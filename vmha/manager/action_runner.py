@@ -90,6 +90,9 @@ class ActionRunner:
         self._lock = backend.native_lock()
         self._running = {}  # uuid -> (action, action_id)
         self._calls_in_flight = 0  # libvirt calls not yet returned
+        # (action, outcome) -> requests that ended so (the metrics):
+        # outcome done, accepted (the caller acts), rejected or failed.
+        self.outcomes_total = collections.Counter()
 
     @classmethod
     def from_conf(cls, conf, driver, heartbeat, journal, outbox, backend):
@@ -132,12 +135,15 @@ class ActionRunner:
                 del self._running[uuid]
         last = outcome.phases[-1].result
         if outcome.verdict == lifecycle_actions.REJECTED:
-            log, what = LOG.warning, 'rejected by the guest'
+            log, what, kind = LOG.warning, 'rejected by the guest', 'rejected'
         elif last == lifecycle_actions.FAILED:
-            log, what = LOG.warning, 'failed'
+            log, what, kind = LOG.warning, 'failed', 'failed'
+        elif outcome.done:
+            log, what, kind = LOG.info, 'done', 'done'
         else:
-            log, what = LOG.info, ('done' if outcome.done
-                                   else 'accepted; the caller acts')
+            log, what, kind = LOG.info, 'accepted; the caller acts', \
+                'accepted'
+        self.outcomes_total[(row.action, kind)] += 1
         log('%s of %s (%s) %s: %s', row.action, name, uuid, what,
             outcome.reason)
         return {
