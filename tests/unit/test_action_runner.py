@@ -388,3 +388,20 @@ def test_fake_refuses_actions_on_a_stopped_domain():
     dom = fake.add_domain('x', state=SHUTOFF)
     with pytest.raises(fakelibvirt.libvirtError):
         dom.suspend()
+
+
+def test_a_broken_heartbeat_never_keeps_an_operator_from_acting(
+        host, caplog):
+    dom = host.vm()
+
+    def broken(*args):
+        raise RuntimeError('heartbeat bug')
+    host.heartbeat.ask = broken
+    host.heartbeat.hold = broken
+    host.heartbeat.registration = broken
+
+    answer = host.request(dom, 'stop')
+
+    assert answer['done'] and dom.state_value[0] == SHUTOFF
+    assert 'counted as no answer' in caplog.text
+    assert 'could not be held' in caplog.text

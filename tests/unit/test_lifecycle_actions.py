@@ -359,3 +359,22 @@ def test_phases_say_how_long_they_took():
     outcome = world.run('stop')
 
     assert outcome.phases[2].took_ms == 250  # act() moves the clock
+
+
+def test_a_hostile_reason_is_one_short_printable_line():
+    world = World(Guest({('stop', 'revocable', 'pre'):
+                         Answer('reject', 'no\nway\x1b[2J' + 'x' * 5000)}))
+
+    outcome = world.run('stop')
+
+    assert outcome.verdict == 'rejected'
+    assert outcome.reason.startswith('no way [2J')
+    assert len(outcome.reason) <= la.MAX_REASON
+    assert outcome.reason.isprintable()
+
+
+@pytest.mark.parametrize('reason', [None, '', '   ', 42, ['x']])
+def test_a_rejection_without_usable_reason_says_so(reason):
+    world = World(Guest({('stop', 'revocable', 'pre'):
+                         Answer('reject', reason)}))
+    assert world.run('stop').reason == 'no reason given'

@@ -155,7 +155,14 @@ class ActionRunner:
 
     def _run(self, row, uuid, name, action_id, vote_only, requested_by):
         heartbeat = self.heartbeat
-        registration = heartbeat.registration(uuid)
+        try:
+            registration = heartbeat.registration(uuid)
+        except Exception:
+            LOG.exception('%s of %s (%s): the heartbeat monitor failed to '
+                          'say whether a guest is registered; going on '
+                          'with the default timeouts', row.action, name,
+                          uuid)
+            registration = None
 
         def on_phase(phase):
             LOG.info('%s of %s (%s), %s phase: %s (%s, %d ms)', row.action,
@@ -166,10 +173,29 @@ class ActionRunner:
                 phase.phase, phase.result, phase.reason, phase.took_ms,
                 requested_by=requested_by))
 
+        def ask(event, notification, phase, timeout):
+            try:
+                return heartbeat.ask(uuid, event, notification, phase,
+                                     timeout)
+            except Exception:
+                # As a guest that did not answer: a vote accepts, a notice
+                # lets the action go on.  A broken heartbeat must not keep
+                # an operator from stopping a VM.
+                LOG.exception('%s of %s (%s): asking the guest (%s %s) '
+                              'failed; counted as no answer', row.action,
+                              name, uuid, notification, phase)
+                return Answer('timeout', None)
+
+        def hold(why, seconds):
+            try:
+                heartbeat.hold(uuid, why, seconds)
+            except Exception:
+                LOG.exception('%s of %s (%s): the heartbeat could not be '
+                              'held; a heartbeat loss may be reported while '
+                              'the action runs', row.action, name, uuid)
+
         effects = lifecycle_actions.Effects(
-            ask=lambda event, notification, phase, timeout: heartbeat.ask(
-                uuid, event, notification, phase, timeout),
-            hold=lambda why, seconds: heartbeat.hold(uuid, why, seconds),
+            ask=ask, hold=hold,
             act=lambda operation: self._act(uuid, name, operation),
             wait_registered=lambda seconds: self._wait_registered(
                 uuid, seconds),

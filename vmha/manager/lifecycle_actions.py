@@ -116,6 +116,22 @@ def row(action):
                         % (action, ', '.join(ACTIONS)))
 
 
+#: Most characters of a guest's reason that vmha passes on.
+MAX_REASON = 256
+
+
+def guest_text(text):
+    """A guest's ``reason`` as vmha passes it on: text, printable
+    characters only (one line in ``vmha-action``'s output and the logs),
+    at most ``MAX_REASON`` characters; None for nothing usable.  The
+    heartbeat session cuts it already; the guest is untrusted, so the
+    flow does too."""
+    if not isinstance(text, str):
+        return None
+    text = ''.join(c if c.isprintable() else ' ' for c in text[:MAX_REASON])
+    return text.strip() or None
+
+
 def timeouts(registration):
     """The guest's granted timeouts, the protocol's defaults for any it
     did not state (``registration`` None: not registered)."""
@@ -212,14 +228,14 @@ def run_flow(row_, registration, effects, vote_only=False,
         answer = effects.ask(row_.event, 'revocable', 'pre',
                              granted['vote_secs'])
         if answer.result == 'reject':
-            reason = answer.reason or 'no reason given'
+            reason = guest_text(answer.reason) or 'no reason given'
             record(VOTE, REJECTED, reason, started)
             return Outcome(REJECTED, reason, False, phases)
         if answer.result == 'timeout':
             reason = ('no vote within %gs: accepted'
                       % granted['vote_secs'])
         else:
-            reason = answer.reason or 'accepted'
+            reason = guest_text(answer.reason) or 'accepted'
         record(VOTE, ACCEPTED, reason, started)
 
     # 2. The pre-notification: wait for the guest's handlers.
@@ -234,7 +250,7 @@ def run_flow(row_, registration, effects, vote_only=False,
             reason = ('handlers did not finish within %gs: going on'
                       % seconds)
         else:
-            reason = answer.reason or 'handlers done'
+            reason = guest_text(answer.reason) or 'handlers done'
         record(PRE, DONE, reason, started)
 
     # 3. The action.  The heartbeat is held first where the action (or
@@ -278,6 +294,6 @@ def run_flow(row_, registration, effects, vote_only=False,
     if answer.result == 'timeout':
         reason = 'handlers did not finish within %gs' % seconds
     else:
-        reason = answer.reason or 'handlers done'
+        reason = guest_text(answer.reason) or 'handlers done'
     record(POST, DONE, reason, started)
     return Outcome(ACCEPTED, reason, True, phases)
