@@ -270,8 +270,12 @@ def test_the_flow_of_each_action(action, asked, acted, phases, done):
     assert all(p.event == event for p in outcome.phases)
 
 
-@pytest.mark.parametrize('action', ['stop', 'reboot', 'pause', 'suspend'])
-def test_actions_that_stop_the_heartbeat_hold_it_before_acting(action):
+@pytest.mark.parametrize('action, restarts', [
+    ('stop', False), ('reboot', True), ('pause', False), ('suspend', False),
+    # nova stops the guest next, and starts it on the destination.
+    ('resize-begin', True), ('cold-migrate-begin', True)])
+def test_actions_that_stop_the_heartbeat_hold_it_before_acting(action,
+                                                               restarts):
     world = World()
 
     world.run(action, call_seconds=30)
@@ -279,11 +283,13 @@ def test_actions_that_stop_the_heartbeat_hold_it_before_acting(action):
     [(why, seconds)] = world.holds
     assert action in why
     notice = REGISTRATION[la.row(action).timeout]
-    restart = REGISTRATION['restart_secs'] if action == 'reboot' else 0
+    restart = REGISTRATION['restart_secs'] if restarts else 0
     assert seconds == 30 + notice + restart
 
 
-@pytest.mark.parametrize('action', ['unpause', 'resume', 'resize-end'])
+@pytest.mark.parametrize('action', ['unpause', 'resume', 'resize-end',
+                                    'live-migrate-begin', 'live-migrate-end',
+                                    'cold-migrate-end'])
 def test_actions_that_start_the_guest_hold_nothing(action):
     world = World()
     world.run(action)

@@ -54,7 +54,7 @@ ACCEPTED, REJECTED, DONE, FAILED, SKIPPED = (
 
 Row = collections.namedtuple('Row', [
     'action', 'event', 'vote', 'pre', 'post', 'timeout', 'operation',
-    'stops_heartbeat', 'after_restart'])
+    'stops_heartbeat', 'restarts', 'after_restart'])
 Row.__doc__ = """One action of the table.
 
 ``event``: the protocol's ``action_notify`` event; ``vote``, ``pre``,
@@ -63,37 +63,44 @@ Row.__doc__ = """One action of the table.
 ``DEFAULT_TIMEOUTS``); ``operation``: the ``ActionDriver`` method that
 performs it, None where the caller performs it (nova resizes and
 migrates); ``stops_heartbeat``: the guest stops answering challenges
-while it runs (the heartbeat is held: no false heartbeat loss);
+while it runs (it shuts down, or is paused or saved), so the heartbeat is
+held: no false heartbeat loss; ``restarts``: the guest boots again (a
+reboot; a resize or cold migration stops it here and starts it on the
+destination), so the hold lasts its ``restart_secs`` too;
 ``after_restart``: the guest booted again before the post-notification,
 which waits until it registered again.
 """
 
 TABLE = {row.action: row for row in (
-    # action, event, vote, pre, post, timeout, operation, stops, restart
+    # action, event, vote, pre, post, timeout, operation,
+    #     stops heartbeat, restarts, post after restart
     Row('stop', 'stop', True, True, False, 'shutdown_notice_secs',
-        'stop', True, False),
+        'stop', True, False, False),
     Row('reboot', 'reboot', True, True, False, 'shutdown_notice_secs',
-        'reboot', True, False),
+        'reboot', True, True, False),
     Row('pause', 'pause', True, True, False, 'suspend_notice_secs',
-        'pause', True, False),
+        'pause', True, False, False),
     Row('unpause', 'unpause', False, False, True, 'resume_notice_secs',
-        'unpause', False, False),
+        'unpause', False, False, False),
     Row('suspend', 'suspend', True, True, False, 'suspend_notice_secs',
-        'suspend', True, False),
+        'suspend', True, False, False),
     Row('resume', 'resume', False, False, True, 'resume_notice_secs',
-        'resume', False, False),
+        'resume', False, False, False),
+    # nova stops the guest for a resize or a cold migration and starts it
+    # on the destination: held like a reboot.  A live migration keeps it
+    # running (the monitor pauses at the switch-over by itself).
     Row('resize-begin', 'resize_begin', True, True, False,
-        'suspend_notice_secs', None, False, False),
+        'suspend_notice_secs', None, True, True, False),
     Row('resize-end', 'resize_end', False, False, True,
-        'resume_notice_secs', None, False, False),
+        'resume_notice_secs', None, False, False, False),
     Row('live-migrate-begin', 'live_migrate_begin', True, True, False,
-        'suspend_notice_secs', None, False, False),
+        'suspend_notice_secs', None, False, False, False),
     Row('live-migrate-end', 'live_migrate_end', False, False, True,
-        'resume_notice_secs', None, False, False),
+        'resume_notice_secs', None, False, False, False),
     Row('cold-migrate-begin', 'cold_migrate_begin', True, True, False,
-        'suspend_notice_secs', None, False, False),
+        'suspend_notice_secs', None, True, True, False),
     Row('cold-migrate-end', 'cold_migrate_end', False, False, True,
-        'resume_notice_secs', None, False, True),
+        'resume_notice_secs', None, False, False, True),
 )}
 
 #: The names ``request_action`` accepts, in the table's order.
@@ -192,10 +199,10 @@ class ActionFailed(Exception):
 
 def hold_seconds(row_, granted, call_seconds):
     """How long the heartbeat is held for an action that stops it: the
-    longest the action may take, and for a reboot the time the guest
-    has to register again (the hold ends early when it does)."""
+    longest the action may take, and where the guest boots again the
+    time it has to register again (the hold ends early when it does)."""
     seconds = call_seconds + granted[row_.timeout]
-    if row_.action == 'reboot':
+    if row_.restarts:
         seconds += granted['restart_secs']
     return seconds
 
