@@ -14,6 +14,7 @@ import pathlib
 from vmha.objects import action
 from vmha.objects import fields
 from vmha.objects import guest_health
+from vmha.objects import heartbeat
 from vmha.objects import host_connection
 from vmha.objects import instance
 from vmha.objects import monitoring
@@ -44,6 +45,12 @@ BUILDERS = {
         HOST, UUID, 'web-1', fields.GuestHealthState.HEALTHY,
         fields.GuestHealthState.ERROR, 'guest-ping timed out after 2s', 1,
         WHEN, priority=fields.NotificationPriority.WARN),
+    'instance-heartbeat': lambda: heartbeat.heartbeat_notification(
+        HOST, UUID, 'web-1', fields.HeartbeatState.ENABLED,
+        fields.HeartbeatState.FAILED,
+        'heartbeat lost: 2 challenge(s) unanswered, last answer 2.1s ago',
+        2, WHEN, interval=1.0, action='reboot', action_taken='reboot',
+        priority=fields.NotificationPriority.ERROR),
     'host-connection': lambda: host_connection.host_connection_notification(
         HOST, 'qemu:///system', fields.ConnectionState.LOST, WHEN,
         reason='EOF'),

@@ -37,7 +37,8 @@ class VotingGuest:
         self.asked = []
         self.holds = []
 
-    def ask(self, uuid, event, notification, phase, timeout):
+    def ask(self, uuid, event, notification, phase, timeout,
+            action_id=None):
         self.asked.append((event, notification, phase))
         reason = self.rejects.get(uuid)
         if reason and notification == 'revocable':

@@ -38,12 +38,15 @@ class Heartbeat:
         self.registered = {}
         self.answers = {}
         self.asked = []
+        self.action_ids = []
         self.holds = []
         self.gate = None
         self.asking = threading.Event()
 
-    def ask(self, uuid, event, notification, phase, timeout):
+    def ask(self, uuid, event, notification, phase, timeout,
+            action_id=None):
         self.asked.append((uuid, event, notification, phase, timeout))
+        self.action_ids.append(action_id)
         self.asking.set()
         if self.gate is not None:
             self.gate.wait(10)
@@ -156,6 +159,8 @@ def test_one_notification_per_phase_with_one_action_id(host):
              n['requested_by']) for n in sent} == {
         (dom.UUIDString(), 'vm-1', 'reboot', 'reboot', 'user=alice')}
     assert dom.reboots == 1
+    # The guest sees one action id for the vote and the notice.
+    assert host.heartbeat.action_ids == [answer['action_id']] * 2
 
 
 def test_stop_holds_the_heartbeat_before_the_guest_goes_down(host):

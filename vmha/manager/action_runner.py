@@ -47,7 +47,8 @@ class NoHeartbeat:
     not built): no guest is registered, so every vote accepts at once and
     nothing is held."""
 
-    def ask(self, uuid, event, notification, phase, timeout):
+    def ask(self, uuid, event, notification, phase, timeout,
+            action_id=None):
         return Answer('accept', 'no heartbeat guest')
 
     def hold(self, uuid, why, seconds):
@@ -62,7 +63,8 @@ class ActionRunner:
 
     :param driver: the virt driver (``stop_instance``, ...)
     :param heartbeat: the heartbeat monitor (``ask``, ``hold``,
-        ``registration``), or None (``NoHeartbeat``)
+        ``registration``), or None (``NoHeartbeat``); every ask of one
+        action carries its ``action_id``
     :param journal: the ``Journal`` the outbox is in
     :param outbox: the ``Outbox`` (``instance.action`` notifications), or
         None for none
@@ -176,7 +178,7 @@ class ActionRunner:
         def ask(event, notification, phase, timeout):
             try:
                 return heartbeat.ask(uuid, event, notification, phase,
-                                     timeout)
+                                     timeout, action_id=action_id)
             except Exception:
                 # As a guest that did not answer: a vote accepts, a notice
                 # lets the action go on.  A broken heartbeat must not keep

@@ -10,6 +10,7 @@ def register_all():
     """Import every object module so the registry knows every class."""
     __import__('vmha.objects.action')
     __import__('vmha.objects.guest_health')
+    __import__('vmha.objects.heartbeat')
     __import__('vmha.objects.host_connection')
     __import__('vmha.objects.instance')
     __import__('vmha.objects.monitoring')

@@ -126,6 +126,14 @@ class VirtDriver(metaclass=abc.ABCMeta):
         XML that does not parse."""
 
     @abc.abstractmethod
+    def channel_path(self, uuid, name):
+        """The host-side unix socket path of the domain's virtio-serial
+        channel ``name`` (from its live XML), for vmha to connect to; None
+        when there is no such channel, it is not a unix socket QEMU
+        listens on, or it has no path (yet).  An unparsable XML is logged
+        with the domain and gives None.  Raises DomainNotFound."""
+
+    @abc.abstractmethod
     def get_guest_counters(self, uuid, disk=False):
         """Host-side counters of the guest (``guest.Counters``): CPU time
         and network always, disk only with ``disk`` (that one asks QEMU,
@@ -171,6 +179,12 @@ class VirtDriver(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def resume_instance(self, uuid):
         """Start a suspended domain again from its saved memory."""
+
+    @abc.abstractmethod
+    def destroy_instance(self, uuid):
+        """Power the domain off at once (the power cord, not a graceful
+        shutdown: a corrective action on a guest that no longer answers).
+        """
 
     @abc.abstractmethod
     def dispatch_stats(self):

@@ -155,6 +155,15 @@ class LibvirtDriver(driver.VirtDriver):
         return guest.describe_xml(
             self.host.get_connection().lookup(uuid).xml(), namespace_uri)
 
+    def channel_path(self, uuid, name):
+        xml = self.host.get_connection().lookup(uuid).xml()
+        try:
+            return guest.channel_path(xml, name, domain=uuid)
+        except ValueError as error:
+            LOG.warning('Domain %s: cannot find channel %s, its XML is '
+                        'unusable: %s', uuid, name, error)
+            return None
+
     def get_guest_counters(self, uuid, disk=False):
         def read(conn):
             domain = conn.lookup(uuid)
@@ -178,6 +187,9 @@ class LibvirtDriver(driver.VirtDriver):
             domain.destroy()
             domain.start()
         self.agent_connections.call(restart)
+
+    def destroy_instance(self, uuid):
+        self.agent_connections.call(lambda conn: conn.lookup(uuid).destroy())
 
     # Lifecycle actions: on the agent connections, like the guest-agent
     # calls, so a slow action never holds up the event connection.
