@@ -689,3 +689,55 @@ def test_registration_is_what_was_granted(host):
     granted = host.monitor.registration(dom.UUIDString())
     assert granted['heartbeat_interval_ms'] == 400  # min_interval
     assert granted['restart_secs'] == 60  # max_notice
+
+
+def test_a_slow_boot_is_no_failure(host):
+    """The granted restart_secs is capped at max_notice (60 s); a guest
+    that takes four minutes to boot again is still no failure."""
+    dom = host.vm()
+    guest = host.register(dom)
+    host.fire(dom, REBOOT)
+    for _ in range(240):
+        host.step(1.0)
+    host.settle()
+    assert host.failures() == [] and dom.resets == 0
+    guest.seq = 0
+    host.register(dom)
+    assert host.state_of(dom) == 'enabled'
+
+
+class DeafHub:
+    """The real hub, except that the guest's socket buffer is full: what
+    a guest that never reads looks like once 64 KiB wait (the real hub's
+    refusal is tested in test_channel_hub)."""
+
+    def __init__(self, hub):
+        self._hub = hub
+        self.deaf = set()
+
+    def send(self, key, data):
+        if key[0] in self.deaf:
+            return False
+        return self._hub.send(key, data)
+
+    def __getattr__(self, name):
+        return getattr(self._hub, name)
+
+
+def test_a_guest_that_never_reads_is_cut_off_and_others_go_on(make_host):
+    hub = DeafHub(channel.ChannelHub(lambda: None))
+    host = make_host(hub=hub)
+    deaf, calm = host.vm('deaf'), host.vm('calm')
+    host.register(deaf)
+    host.register(calm)
+    hub.deaf.add(deaf.UUIDString())
+    host.tick(calm)
+    assert host.state_of(deaf) == 'cut_off'
+    host.run(calm, 5)
+    assert host.state_of(calm) == 'enabled'
+    assert host.failures() == []
+    cut = [h for h in host.messages('instance.heartbeat')
+           if h['state'] == 'cut_off']
+    assert [(h['name'], h['reason']) for h in cut] == [
+        ('deaf', 'the guest does not read what the host writes (0 bytes '
+                 'waiting)')]

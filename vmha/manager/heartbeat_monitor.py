@@ -69,7 +69,11 @@ REFRESH_INTERVAL = 60.0  # seconds between two listings of the domains
 # A migration's iterations keep the session paused; this long after the
 # last one (no end event seen) it resumes.
 MIGRATION_QUIET = 30.0
-DEFAULT_RESTART = 300.0  # seconds a rebooted guest has to register again
+# Seconds a rebooted guest has, at least, to register again.  The granted
+# ``restart_secs`` is capped by ``[heartbeat] max_notice`` (60 s by
+# default), shorter than many boots: a slow boot must not look like a
+# hang, so a reboot waits for the longer of the two.
+DEFAULT_RESTART = 300.0
 ASK_GRACE = 1.0  # seconds ``ask`` waits beyond the timeout it passes on
 
 # The guest's words for corrective actions -> ActionPolicy's.
@@ -525,10 +529,8 @@ class HeartbeatMonitor(monitor.Monitor):
         elif guest is None:
             return
         elif isinstance(event, ev.RebootEvent):
-            restart = (guest.granted or {}).get('restart_secs',
-                                                DEFAULT_RESTART)
-            self._pause(guest, tracker.REBOOT, now + restart, now,
-                        'guest reboot')
+            self._pause(guest, tracker.REBOOT, now + self._restart(guest),
+                        now, 'guest reboot')
         elif isinstance(event, ev.MigrationIterationEvent):
             self._pause(guest, tracker.MIGRATING, now + MIGRATION_QUIET,
                         now, 'migrating')
@@ -766,11 +768,9 @@ class HeartbeatMonitor(monitor.Monitor):
                 self._report(guest, cause, evidence + '; stopped by vmha',
                              STOPPED_BY_VMHA)
             else:
-                restart = (guest.granted or {}).get('restart_secs',
-                                                    DEFAULT_RESTART)
                 now = self._clock()
-                self._pause(guest, tracker.REBOOT, now + restart, now,
-                            'reset by vmha')
+                self._pause(guest, tracker.REBOOT, now + self._restart(guest),
+                            now, 'reset by vmha')
             return
         why = 'corrective %s failed: %s' % (action, job.error)
         LOG.error('%s (%s): %s; reporting the failure', guest.name,
@@ -781,6 +781,11 @@ class HeartbeatMonitor(monitor.Monitor):
         self._set(guest, guest.state, why + '; failure reported',
                   notify=True, action_taken='log',
                   priority=fields.NotificationPriority.ERROR)
+
+    def _restart(self, guest):
+        """Seconds a rebooting guest has to register again."""
+        granted = (guest.granted or {}).get('restart_secs') or 0
+        return max(granted, DEFAULT_RESTART)
 
     def _recovered(self, guest, why):
         cause, guest.cause = guest.cause, None
