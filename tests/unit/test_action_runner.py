@@ -410,3 +410,18 @@ def test_a_broken_heartbeat_never_keeps_an_operator_from_acting(
     assert answer['done'] and dom.state_value[0] == SHUTOFF
     assert 'counted as no answer' in caplog.text
     assert 'could not be held' in caplog.text
+
+
+def test_a_transient_domain_gone_after_its_shutdown_is_stopped(host):
+    dom = host.vm()
+    fake_shutdown = dom.shutdown
+
+    def shutdown_and_vanish():  # libvirt forgets a transient domain
+        fake_shutdown()
+        del host.fake.domains[dom.UUIDString()]
+    dom.shutdown = shutdown_and_vanish
+
+    answer = host.request(dom, 'stop')
+
+    assert answer['done']
+    assert answer['reason'].startswith('shut down by the guest')

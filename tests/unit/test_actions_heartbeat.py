@@ -108,17 +108,19 @@ def test_a_guest_that_never_answers_does_not_block_its_stop(host):
     assert host.failures() == []
 
 
-def test_a_held_guest_is_not_challenged_and_never_fails_while_paused(host):
+def test_a_held_guest_is_not_challenged_and_never_fails(host):
     dom = host.vm()
     guest = host.register(dom)
 
-    answer, sent = request(host, dom, 'pause',
+    # The fake's events are not dispatched here: only the hold keeps the
+    # saved VM from being challenged.
+    answer, sent = request(host, dom, 'suspend',
                            lambda message: ('accept', None))
 
     assert answer['done']
     challenges = len(guest.of_type('challenge'))
     for _ in range(10):
-        host.step(1.0)  # the guest answers nothing: it is paused
+        host.step(1.0)  # the guest answers nothing: it is saved
     host.settle()
     guest.read()
     assert len(guest.of_type('challenge')) == challenges

@@ -45,6 +45,7 @@ class World:
         self.holds = []
         self.waited = []
         self.phases = []
+        self.slept = []
         self.now = 0.0
         self._fail = fail
         self._registers_again = registers_again
@@ -65,7 +66,11 @@ class World:
                           lambda why, seconds: self.holds.append(
                               (why, seconds)),
                           self.act, self.wait_registered, lambda: self.now,
-                          self.phases.append)
+                          self.sleep, self.phases.append)
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
 
     def run(self, action, registration=REGISTRATION, **kwargs):
         return la.run_flow(la.row(action), registration, self.effects(),
@@ -271,7 +276,7 @@ def test_the_flow_of_each_action(action, asked, acted, phases, done):
 
 
 @pytest.mark.parametrize('action, restarts', [
-    ('stop', False), ('reboot', True), ('pause', False), ('suspend', False),
+    ('stop', False), ('reboot', True), ('suspend', False),
     # nova stops the guest next, and starts it on the destination.
     ('resize-begin', True), ('cold-migrate-begin', True)])
 def test_actions_that_stop_the_heartbeat_hold_it_before_acting(action,
@@ -287,7 +292,10 @@ def test_actions_that_stop_the_heartbeat_hold_it_before_acting(action,
     assert seconds == 30 + notice + restart
 
 
-@pytest.mark.parametrize('action', ['unpause', 'resume', 'resize-end',
+# pause: the monitor pauses the session on libvirt's event, and resumes it
+# on the unpause's; a hold would outlast the unpause.
+@pytest.mark.parametrize('action', ['pause', 'unpause', 'resume',
+                                    'resize-end',
                                     'live-migrate-begin', 'live-migrate-end',
                                     'cold-migrate-end'])
 def test_actions_that_start_the_guest_hold_nothing(action):
@@ -384,3 +392,60 @@ def test_a_rejection_without_usable_reason_says_so(reason):
     world = World(Guest({('stop', 'revocable', 'pre'):
                          Answer('reject', reason)}))
     assert world.run('stop').reason == 'no reason given'
+
+
+def test_a_post_notice_waits_for_a_guest_that_cannot_be_asked_yet():
+    # Right after an unpause the heartbeat still sees the VM paused and
+    # answers at once that the guest cannot answer; a moment later the
+    # guest is back and answers.
+    class Waking(Guest):
+        def ask(self, event, notification, phase, timeout):
+            super().ask(event, notification, phase, timeout)
+            if len(self.asked) < 3:
+                return Answer('timeout', 'guest cannot answer (paused)')
+            return Answer('accept', 'caches warmed')
+
+    world = World(Waking())
+
+    outcome = world.run('unpause')
+
+    assert outcome.phases[-1].reason == 'caches warmed'
+    assert len(world.guest.asked) == 3
+    assert world.slept == [la.RETRY_INTERVAL] * 2
+    # Each try gets what is left of the notice timeout.
+    assert world.guest.asked[1][3] == 10.8  # whole tenths
+
+
+def test_a_post_notice_gives_up_once_its_timeout_ran_out():
+    class Away(Guest):
+        def ask(self, event, notification, phase, timeout):
+            super().ask(event, notification, phase, timeout)
+            return Answer('timeout', 'guest cannot answer (paused)')
+
+    world = World(Away())
+
+    outcome = world.run('resume')
+
+    assert outcome.done
+    assert outcome.phases[-1].reason == 'handlers did not finish within 11s'
+    assert sum(world.slept) <= 11  # within the notice timeout
+    assert len(world.guest.asked) > 1
+
+
+def test_a_guest_that_really_ran_out_of_time_is_not_asked_twice():
+    class Slow(Guest):
+        def __init__(self, world):
+            super().__init__()
+            self.world = world
+
+        def ask(self, event, notification, phase, timeout):
+            super().ask(event, notification, phase, timeout)
+            self.world.now += timeout  # waited the whole time
+            return Answer('timeout', None)
+
+    world = World()
+    world.guest = Slow(world)
+
+    world.run('unpause')
+
+    assert len(world.guest.asked) == 1

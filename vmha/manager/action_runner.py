@@ -201,7 +201,8 @@ class ActionRunner:
             act=lambda operation: self._act(uuid, name, operation),
             wait_registered=lambda seconds: self._wait_registered(
                 uuid, seconds),
-            clock=self._clock, on_phase=on_phase)
+            clock=self._clock, sleep=self._backend.sleep,
+            on_phase=on_phase)
         return lifecycle_actions.run_flow(
             row, registration, effects, vote_only=vote_only,
             call_seconds=self._call_bound(row.operation))

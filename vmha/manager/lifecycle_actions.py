@@ -78,8 +78,11 @@ TABLE = {row.action: row for row in (
         'stop', True, False, False),
     Row('reboot', 'reboot', True, True, False, 'shutdown_notice_secs',
         'reboot', True, True, False),
+    # A pause is not held: the monitor pauses the session on libvirt's
+    # SUSPENDED event and resumes it on RESUMED; a hold would outlast the
+    # unpause (the guest does not register again after one).
     Row('pause', 'pause', True, True, False, 'suspend_notice_secs',
-        'pause', True, False, False),
+        'pause', False, False, False),
     Row('unpause', 'unpause', False, False, True, 'resume_notice_secs',
         'unpause', False, False, False),
     Row('suspend', 'suspend', True, True, False, 'suspend_notice_secs',
@@ -179,17 +182,48 @@ class Effects:
     :param wait_registered: ``wait_registered(seconds)`` -> whether the
         guest registered again within ``seconds``
     :param clock: monotonic seconds
+    :param sleep: ``sleep(seconds)`` on the caller's task
     :param on_phase: ``on_phase(Phase)`` as each phase ends
     """
 
-    def __init__(self, ask, hold, act, wait_registered, clock,
+    def __init__(self, ask, hold, act, wait_registered, clock, sleep,
                  on_phase=None):
         self.ask = ask
         self.hold = hold
         self.act = act
         self.wait_registered = wait_registered
         self.clock = clock
+        self.sleep = sleep
         self.on_phase = on_phase or (lambda phase: None)
+
+
+#: Seconds between two tries of a post-notification the guest could not
+#: be sent yet (see ``ask_when_ready``).
+RETRY_INTERVAL = 0.2
+
+
+def ask_when_ready(effects, event, notification, phase, seconds):
+    """``effects.ask``, tried again until ``seconds`` passed while the
+    answer is a ``timeout`` that came at once.
+
+    Right after an unpause or a resume the heartbeat monitor has not yet
+    seen the VM run again (libvirt's event is on its way; after a resume
+    from saved memory the guest even connects and registers anew): the
+    session answers at once that the guest cannot answer.  The guest's
+    post-notification waits for it, within the notice timeout.
+    """
+    deadline = effects.clock() + seconds
+    remaining = seconds
+    while True:
+        started = effects.clock()
+        answer = effects.ask(event, notification, phase, remaining)
+        early = effects.clock() - started < remaining / 2
+        if answer.result != 'timeout' or not early or \
+                effects.clock() + RETRY_INTERVAL >= deadline:
+            return answer
+        effects.sleep(RETRY_INTERVAL)
+        # Whole tenths: the guest reads it as timeout_secs.
+        remaining = max(0.1, round(deadline - effects.clock(), 1))
 
 
 class ActionFailed(Exception):
@@ -297,7 +331,8 @@ def run_flow(row_, registration, effects, vote_only=False,
         record(POST, SKIPPED, reason, started)
         return Outcome(ACCEPTED, reason, True, phases)
     seconds = granted[row_.timeout]
-    answer = effects.ask(row_.event, 'irrevocable', 'post', seconds)
+    answer = ask_when_ready(effects, row_.event, 'irrevocable', 'post',
+                            seconds)
     if answer.result == 'timeout':
         reason = 'handlers did not finish within %gs' % seconds
     else:

@@ -199,6 +199,13 @@ class LibvirtDriver(driver.VirtDriver):
             lambda conn: function(conn.lookup(uuid)))
 
     def stop_instance(self, uuid, shutdown_timeout, poll=0.5):
+        def off(domain):
+            # A transient domain is gone once it is off: off too.
+            try:
+                return domain.state()[0] == SHUTOFF
+            except exception.DomainNotFound:
+                return True
+
         def stop(domain):
             if domain.state()[0] == SHUTOFF:
                 return 'already shut off'
@@ -206,13 +213,13 @@ class LibvirtDriver(driver.VirtDriver):
             if shutdown_timeout > 0:
                 domain.shutdown()
                 while time.monotonic() - started < shutdown_timeout:
-                    if domain.state()[0] == SHUTOFF:
+                    if off(domain):
                         return 'shut down by the guest in %.1fs' % (
                             time.monotonic() - started)
                     self._backend.native_sleep(min(poll, max(
                         0.0, shutdown_timeout -
                         (time.monotonic() - started))))
-            if domain.state()[0] == SHUTOFF:
+            if off(domain):
                 return 'shut down by the guest in %.1fs' % (
                     time.monotonic() - started)
             domain.destroy()
