@@ -40,11 +40,16 @@ class VotingGuest(heartbeat_guest.AnsweringGuest):
                 for m in self.of_type('action_notify')]
 
 
-def start(agent, sockets, wait_for, **how):
+def start(agent, sockets, wait_for, persistent=False, **how):
     name = 'act-%s' % uuid_lib.uuid4().hex[:8]
     guest = VotingGuest('%s/%s.sock' % (sockets, name), **how).start()
-    dom = agent.driver.host.get_connection().create_domain(
-        harness.domain_xml(name, guest.path))
+    conn = agent.driver.host.get_connection()
+    xml = harness.domain_xml(name, guest.path)
+    if persistent:  # a managed save needs a defined domain
+        dom = conn.define_domain(xml)
+        dom.start()
+    else:
+        dom = conn.create_domain(xml)
     wait_for(lambda: harness.row_of(agent, name)['heartbeat'] ==
              'enabled 0.4s', timeout=10, what='the guest enabled')
     return dom, guest
@@ -110,4 +115,27 @@ def test_a_stop_the_guest_accepts_shuts_it_down_without_a_failure(
                  what='the stopped VM forgotten')
         assert harness.failures(agent) == []
     finally:
+        guest.stop()
+
+
+def test_suspend_and_resume_tell_the_guest_before_and_after(
+        agent, sockets, wait_for):
+    dom, guest = start(agent, sockets, wait_for, persistent=True)
+    try:
+        suspended = agent.actions.request(dom.uuid, dom.name, 'suspend')
+        assert suspended['done']
+
+        resumed = agent.actions.request(dom.uuid, dom.name, 'resume')
+
+        assert resumed['done'] and dom.state()[0] == RUNNING
+        assert guest.notices() == [('suspend', 'revocable', 'pre'),
+                                   ('suspend', 'irrevocable', 'pre'),
+                                   ('resume', 'irrevocable', 'post')]
+        assert resumed['phases'][-1]['reason'] == 'ready'
+        wait_for(lambda: harness.row_of(agent, dom.name)['heartbeat'] ==
+                 'enabled 0.4s', timeout=10, what='challenged again')
+        assert harness.failures(agent) == []
+    finally:
+        dom.destroy()
+        dom.undefine()
         guest.stop()
