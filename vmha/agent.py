@@ -89,7 +89,8 @@ def build(conf, driver, journal, outbox, sender):
         audit=audit, run_blocking=backend.run_blocking,
         heartbeat_monitor=beats)
     # Every loop /healthz watches, in the order of its checks.
-    loops = [audit] + monitors + ([sender] if sender else [])
+    loops = [audit] + monitors + ([beats.hub] if beats else []) + (
+        [sender] if sender else [])
     health = health_lib.HealthCheck(
         driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,

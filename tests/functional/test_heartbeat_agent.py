@@ -129,3 +129,8 @@ def test_a_guest_on_the_channel_its_xml_names_is_served(agent, sockets,
         assert len(failures(agent)) == 1
     finally:
         guest.stop()
+
+
+def test_the_heartbeat_loop_and_the_channel_hub_are_in_healthz(agent):
+    checks = agent.health_report()['checks']
+    assert checks['heartbeat']['ok'] and checks['channels']['ok']

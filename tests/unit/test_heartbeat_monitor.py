@@ -98,7 +98,7 @@ class Host:
         row = rows.get(dom.UUIDString())
         return row['state'] if row else None
 
-    # --- driving it -------------------------------------------------
+    # --- driving it ----------------------------------------------------------
 
     def step(self, seconds=0.0):
         self.clock.advance(seconds)
@@ -741,3 +741,82 @@ def test_a_guest_that_never_reads_is_cut_off_and_others_go_on(make_host):
     assert [(h['name'], h['reason']) for h in cut] == [
         ('deaf', 'the guest does not read what the host writes (0 bytes '
                  'waiting)')]
+
+
+def test_an_unhealthy_guest_asking_for_a_reboot_is_reset(host):
+    dom = host.vm()
+    host.register(dom, action='log')
+    host.tick(dom, health='unhealthy', reason='app wedged', action='reboot')
+    host.pump(lambda: dom.resets == 1, 'the reset')
+    assert host.failures() == []
+    failed = [h for h in host.messages('instance.heartbeat')
+              if h['state'] == 'failed']
+    assert failed[0]['action_taken'] == 'reboot'
+    assert 'app wedged' in failed[0]['reason']
+
+
+@pytest.mark.parametrize('beat, cell', [
+    (None, None),
+    ({'state': 'enabled', 'interval': 1.0, 'misses': 0, 'paused': []},
+     'enabled 1s'),
+    ({'state': 'failed', 'interval': 1.0, 'misses': 2, 'paused': []},
+     'failed (2 missed)'),
+    ({'state': 'failed', 'interval': 1.0, 'misses': 0, 'paused': []},
+     'failed (unhealthy)'),
+    ({'state': 'paused', 'interval': 1.0, 'misses': 0,
+      'paused': ['migrating']}, 'paused (migrating)'),
+    ({'state': 'cut_off', 'interval': None, 'misses': 0, 'paused': []},
+     'cut_off'),
+])
+def test_the_heartbeat_column(beat, cell):
+    from vmha.manager import inventory
+    assert inventory.heartbeat_cell(beat) == cell
+
+
+def test_a_reset_that_never_ends_sends_the_failure_to_masakari(host):
+    """A SIGSTOPped QEMU: libvirt's reset waits until SIGCONT.  Past
+    ACTION_BOUND the failure goes to Masakari; the reset ending later
+    sends nothing more."""
+    dom = host.vm()
+    host.register(dom)
+    host.pool.hold_keys.add(('action', dom.UUIDString()))
+    host.run(dom, 3, answer=False)
+    assert host.failures() == []
+    for _ in range(int(hm.ACTION_BOUND)):
+        host.step(1.0)
+    assert host.failures() == [('vm-1', 'heartbeat_lost',
+                                'QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')]
+    host.pool.release(('action', dom.UUIDString()))
+    host.step()
+    assert len(host.failures()) == 1 and dom.resets == 1
+
+
+def test_a_failure_in_an_open_episode_is_neither_reported_nor_acted_on(
+        make_host, sockets, tmp_path):
+    """Masakari has the episode (reported before an agent restart): a
+    new loss of the same guest must not reset it under Masakari's feet
+    nor report it twice."""
+    first = make_host(max_action='log')
+    dom = first.vm()
+    first.register(dom)
+    first.run(dom, 3, answer=False)
+    first.monitor.flush()
+    first.hub.stop()
+    first.guest(dom).hang_up()
+    second = Host(sockets, str(tmp_path / 'vmha.sqlite'),
+                  max_action='reboot', fake=first.fake, clock=first.clock)
+    second.guests = first.guests
+    try:
+        guest = second.connect(dom)
+        guest.seq = 0
+        guest.init()  # registers, then never answers
+        second.pump(lambda: second.state_of(dom) == 'enabling', 'enabling')
+        second.run(dom, 4, answer=False)
+        assert second.state_of(dom) == 'failed'
+        assert dom.resets == 0
+        assert [f[1] for f in second.failures()] == ['heartbeat_lost']
+        assert second.open_episode(dom) == 'heartbeat_lost'
+    finally:
+        second.monitor.flush()
+        second.hub.stop()
+        second.journal.close()

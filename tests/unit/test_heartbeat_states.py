@@ -20,7 +20,6 @@ for _state in (W, ING, ON, FAIL, P, X):
     EXPECTED.update({
         (_state, hs.CONNECTED): (W, set()),
         (_state, hs.INIT): (ING, set()),
-        (_state, hs.INIT_HELD): (P, set()),
         (_state, hs.EXIT): (X, {hs.NOTIFY_EXITED}),
         (_state, hs.CLOSED): (W, set()),
         (_state, hs.VIOLATION): (CUT, {hs.NOTIFY_CUT_OFF}),

@@ -74,7 +74,12 @@ MIGRATION_QUIET = 30.0
 # default), shorter than many boots: a slow boot must not look like a
 # hang, so a reboot waits for the longer of the two.
 DEFAULT_RESTART = 300.0
-ASK_GRACE = 1.0  # seconds ``ask`` waits beyond the timeout it passes on
+ASK_GRACE = 1.0
+# Seconds a corrective action may take before the failure goes to
+# Masakari anyway (a reset of a SIGSTOPped QEMU blocks until SIGCONT).
+ACTION_BOUND = 30.0
+# Sessions handled in one turn between two reads of what the hub got.
+COLLECT_EVERY = 32  # seconds ``ask`` waits beyond the timeout it passes on
 
 # The guest's words for corrective actions -> ActionPolicy's.
 _POLICY_ACTIONS = {'log': 'notify', 'reboot': 'reset', 'stop': 'stop'}
@@ -222,6 +227,11 @@ class HeartbeatMonitor(monitor.Monitor):
             self._guests[uuid] = guest
         self._next_refresh = now
 
+    @property
+    def hub(self):
+        """The ``ChannelHub`` (a supervised loop of its own: health)."""
+        return self._hub
+
     def start(self):
         self._hub.start()
         super().start()
@@ -246,17 +256,28 @@ class HeartbeatMonitor(monitor.Monitor):
             self._on_item(self._inbox.popleft(), now)
         for job in list(jobs) + self._pool.collect():
             self._guarded(job.key[1], self._finish_one, job)
-        for event in self._hub.collect():
-            self._guarded(event.key[0], self._on_channel, event, now)
+        self._collect(now)
         if now >= self._next_refresh and not self._refreshing:
             self._refreshing = True
             self._pool.submit(('list', None), self._driver.list_instances)
+        handled = 0
         for entry in self._schedule.pop_due(now):
             guest = self._guests.get(entry.uuid)
             if guest is not None and guest.planned == entry.when:
                 guest.planned = None
                 self._guarded(guest.uuid, self._due, guest, now)
+                handled += 1
+                if handled % COLLECT_EVERY == 0:
+                    # Guests challenged at the start of a long turn have
+                    # answered by now: hear them before the rest.
+                    self._collect(self._clock())
+        if handled >= COLLECT_EVERY:
+            self._collect(self._clock())
         self.writes.commit_due()
+
+    def _collect(self, now):
+        for event in self._hub.collect():
+            self._guarded(event.key[0], self._on_channel, event, now)
 
     def _guarded(self, uuid, function, *args):
         """One guest's trouble (a bug, hostile input the session let
@@ -582,7 +603,8 @@ class HeartbeatMonitor(monitor.Monitor):
     # --- what is due -------------------------------------------------------
 
     def _replan(self, guest):
-        times = [guest.reconnect_at, guest.cut_off_until]
+        times = [guest.reconnect_at, guest.cut_off_until,
+                 guest.acting_until]
         times.extend(t for r, t in guest.pauses.items()
                      if t is not None and r not in tracker.ENDED_BY_INIT)
         if guest.session is not None:
@@ -597,6 +619,8 @@ class HeartbeatMonitor(monitor.Monitor):
         if guest.cut_off_until is not None and now >= guest.cut_off_until:
             guest.cut_off_until = None
             self._discover(guest)
+        if guest.acting_until is not None and now >= guest.acting_until:
+            self._action_overdue(guest)
         if guest.reconnect_at is not None and now >= guest.reconnect_at:
             guest.reconnect_at = None
             if guest.path and guest.key is None:
@@ -623,7 +647,9 @@ class HeartbeatMonitor(monitor.Monitor):
                                   % self._hub.pending_out(guest.key), now)
                     return
                 if b'"type":"challenge"' in output.data:
-                    guest.challenge_sent_at = now
+                    # Real time, not the loop's clock: what the histogram
+                    # shows is how long an answer really took.
+                    guest.challenge_sent_at = time.monotonic()
             elif isinstance(output, hsession.StateChange):
                 self._state_change(guest, output, now, failing)
             elif isinstance(output, hsession.Failure):
@@ -650,8 +676,9 @@ class HeartbeatMonitor(monitor.Monitor):
                 if answered is not None and \
                         guest.challenge_sent_at is not None and \
                         self.observe_latency is not None:
-                    self.observe_latency(max(0.0, answered -
-                                             guest.challenge_sent_at))
+                    self.observe_latency(max(
+                        0.0, time.monotonic() - guest.challenge_sent_at))
+                    guest.challenge_sent_at = None
         self._replan(guest)
 
     def _state_change(self, guest, change, now, failing):
@@ -726,7 +753,11 @@ class HeartbeatMonitor(monitor.Monitor):
                       notify=True, priority=error, old=old)
             return
         other = self._reporter.store.failure_cause(guest.uuid)
-        if other is not None and other != cause:
+        if other is not None:
+            # Reported already (by the guest-agent monitor, the event
+            # path, or this monitor before a restart): Masakari has it,
+            # and an action of vmha's now would race its recovery.
+            guest.cause = other if other in _CAUSES.values() else None
             LOG.warning('%s (%s): heartbeat failed: %s; already in a '
                         'failure episode (%s): not reported again, no '
                         'action', guest.name, guest.uuid, evidence, other)
@@ -752,15 +783,22 @@ class HeartbeatMonitor(monitor.Monitor):
             self._pool.submit(('action', guest.uuid), choice.function,
                               guest.uuid)
             guest.acting = (wished, cause, evidence)
+            guest.acting_until = self._clock() + ACTION_BOUND
+            self._replan(guest)
         LOG.warning('%s (%s): heartbeat failed: %s; %s', guest.name,
                     guest.uuid, evidence, choice.why)
         self._set(guest, State.FAILED, '%s; %s' % (evidence, choice.why),
                   notify=True, action_taken=taken, priority=error, old=old)
 
     def _on_action(self, guest, job):
-        action, cause, evidence = guest.acting or (
-            'reboot', Cause.HEARTBEAT_LOST, '')
-        guest.acting = None
+        if guest.acting is None:
+            LOG.info('%s (%s): corrective action ended after %.0fs (%s); '
+                     'its failure was reported already', guest.name,
+                     guest.uuid, job.finished - job.submitted,
+                     job.error or 'done')
+            return
+        action, cause, evidence = guest.acting
+        guest.acting = guest.acting_until = None
         if job.error is None:
             LOG.info('%s (%s): corrective %s done', guest.name, guest.uuid,
                      action)
@@ -773,6 +811,23 @@ class HeartbeatMonitor(monitor.Monitor):
                             now, 'reset by vmha')
             return
         why = 'corrective %s failed: %s' % (action, job.error)
+        LOG.error('%s (%s): %s; reporting the failure', guest.name,
+                  guest.uuid, why)
+        guest.cause = cause
+        self._report(guest, cause, '%s; %s' % (evidence, why),
+                     decisions.GUEST_HUNG)
+        self._set(guest, guest.state, why + '; failure reported',
+                  notify=True, action_taken='log',
+                  priority=fields.NotificationPriority.ERROR)
+
+    def _action_overdue(self, guest):
+        """The corrective action still runs ``ACTION_BOUND`` seconds on:
+        libvirt waits on a QEMU that does not answer (SIGSTOPped, say),
+        so vmha cannot recover the guest itself: Masakari must."""
+        action, cause, evidence = guest.acting
+        guest.acting = guest.acting_until = None
+        why = ('corrective %s not done after %.0fs (QEMU does not answer)'
+               % (action, ACTION_BOUND))
         LOG.error('%s (%s): %s; reporting the failure', guest.name,
                   guest.uuid, why)
         guest.cause = cause

@@ -226,12 +226,13 @@ class Session:
     def pause(self, now, why, timeout=None):
         """The VM cannot answer: stop challenging, count no misses.
 
-        ``timeout`` None: until ``resume`` (paused, saved, migrating; an
-        ``init`` meanwhile is acknowledged but challenges wait).  A
-        number: an action restarts the guest; challenges start again
-        when it registers, or after ``timeout`` seconds (its granted
-        ``restart_secs``), whichever comes first.  Votes waiting for an
-        answer end ``timeout`` (accept): the guest cannot answer them.
+        Challenges start again at ``resume``, at the guest's next
+        ``init`` (a guest that can register can answer; the monitor
+        pauses again if its reason still holds), or, with ``timeout``
+        (seconds: an action restarts the guest, its granted
+        ``restart_secs``), when that runs out, whichever comes first.
+        Votes waiting for an answer end ``timeout`` (accept): the guest
+        cannot answer them.
         """
         out = []
         if self.state == states.CUT_OFF:
@@ -334,15 +335,13 @@ class Session:
         due = self._challenge_due if outstanding else None
         out.append(self._send(protocol.INIT_ACK, init_seq=message.seq,
                               **self.granted))
-        if self._hold is not None and self._hold.until is not None:
-            self._hold = None  # the guest is back from the action
-        if self._hold is not None:
-            self._void_challenge()
-            self._transition(states.INIT_HELD, 'registered while paused',
-                             now, out)
-        else:
-            self._transition(states.INIT, 'registered', now, out)
-            self._send_challenge(now, out, due)
+        # An init ends any pause: a guest that can register can answer.
+        # The monitor, which knows why the VM was paused, pauses the
+        # session again (``StateChange`` to ``enabling`` tells it) when
+        # that still holds, before the challenge sent here is due.
+        self._hold = None
+        self._transition(states.INIT, 'registered', now, out)
+        self._send_challenge(now, out, due)
 
     def _on_response(self, fields, now, out):
         if (fields['nonce'] != self._challenge or self._answered

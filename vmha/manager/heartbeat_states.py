@@ -11,7 +11,9 @@ States (``doc/heartbeat-protocol.md``, "Timing and state"):
   the guest said it is unhealthy.  Challenges go on: a healthy answer
   (after the guest re-registered, say from a reboot) ends the failure.
 * ``paused``: the VM cannot answer (paused, saved, migrating, an action
-  running): no challenges, no misses.
+  running): no challenges, no misses.  An ``init`` ends it: a guest that
+  can register can answer (the monitor pauses again if its reasons for
+  the pause still hold).
 * ``exited``: the guest left on purpose (``exit``): no challenges, no
   failure, until it registers again.
 * ``cut_off``: the guest broke the limits; the monitor closes the
@@ -44,7 +46,6 @@ ALL_STATES = (WAITING, ENABLING, ENABLED, FAILED, PAUSED, EXITED, CUT_OFF)
 # Inputs.
 CONNECTED = 'connected'            # the monitor (re)connected the channel
 INIT = 'init'                      # a valid init was acknowledged
-INIT_HELD = 'init_held'            # ... while the VM is held paused
 ANSWER_HEALTHY = 'answer_healthy'  # the latest challenge, answered healthy
 ANSWER_UNHEALTHY = 'answer_unhealthy'
 MISSED = 'missed'                  # one challenge unanswered, below threshold
@@ -55,7 +56,7 @@ RESUME_UNREGISTERED = 'resume_unregistered'  # ... no guest registered
 EXIT = 'exit'                      # the guest's exit
 CLOSED = 'closed'                  # the connection ended
 VIOLATION = 'violation'            # the guest broke a limit
-INPUTS = (CONNECTED, INIT, INIT_HELD, ANSWER_HEALTHY, ANSWER_UNHEALTHY,
+INPUTS = (CONNECTED, INIT, ANSWER_HEALTHY, ANSWER_UNHEALTHY,
           MISSED, LOST, PAUSE, RESUME, RESUME_UNREGISTERED, EXIT, CLOSED,
           VIOLATION)
 
@@ -76,7 +77,6 @@ def _t(state, *effects):
 _COMMON = {
     CONNECTED: _t(WAITING),
     INIT: _t(ENABLING),
-    INIT_HELD: _t(PAUSED),
     EXIT: _t(EXITED, NOTIFY_EXITED),
     CLOSED: _t(WAITING),
     VIOLATION: _t(CUT_OFF, NOTIFY_CUT_OFF),

@@ -50,6 +50,7 @@ class Beating:
         self.granted = None  # a copy of the session's, for other threads
         self.failed_from = None  # the state before the last failure
         self.acting = None  # (action, cause, evidence) while one runs
+        self.acting_until = None  # monotonic: then it is overdue
         # What the journal keeps (``heartbeat_store.HeartbeatRow``).
         self.state = State.DISCONNECTED
         self.interval = None

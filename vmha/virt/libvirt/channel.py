@@ -8,8 +8,11 @@ with an epoll loop over non-blocking sockets, and only moves bytes:
 
 * **Never blocks a caller.**  ``open``, ``send`` and ``close`` only queue
   work (under a native lock held for a few instructions) and wake the hub
-  thread through a ``WakeupPipe``; the hub thread does every socket call
-  and never blocks either (all sockets are non-blocking).
+  thread through a ``WakeupPipe``; the hub thread does the socket calls
+  and never blocks either (all sockets are non-blocking).  The one
+  exception saves a wake-up per message: ``send`` to a connected socket
+  with nothing queued writes at once (non-blocking) and queues only what
+  the socket did not take.
 * **Bounded memory per guest.**  Bytes read and not yet ``collect``-ed
   count against ``in_limit``: once a connection reaches it, the hub stops
   reading that socket (the guest's writes then block in the guest) until
@@ -42,6 +45,7 @@ import sys
 import time
 
 from vmha import concurrency
+from vmha import supervision
 
 LOG = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ _EPOLLOUT = 0x004
 _EPOLLERR = 0x008
 _EPOLLHUP = 0x010
 
-POLL_TIMEOUT = 1.0  # seconds: the loop turns over at least this often
+POLL_TIMEOUT = supervision.HEARTBEAT  # the loop turns over this often
 
 
 def native_module(name):
@@ -89,12 +93,16 @@ def describe_error(error):
 
 
 class _Channel:
-    """One connection.  ``out``, ``out_bytes``, ``unread``, ``paused`` and
-    ``closed`` are shared (under the hub's lock); ``sock``, ``mask`` and
-    ``connecting`` belong to the hub thread."""
+    """One connection.  ``out``, ``out_bytes``, ``unread``, ``paused``,
+    ``closed`` and ``writable`` are shared (under the hub's lock); ``fd``,
+    ``mask`` and ``connecting`` belong to the hub thread.  ``sock`` is
+    the hub thread's, except that ``send`` may write to it under the lock
+    while ``writable``; it is closed under the lock, so a caller never
+    writes to a closed (and maybe reused) descriptor."""
 
     __slots__ = ('key', 'path', 'sock', 'fd', 'mask', 'connecting',
-                 'out', 'out_bytes', 'unread', 'paused', 'closed')
+                 'out', 'out_bytes', 'unread', 'paused', 'closed',
+                 'writable')
 
     def __init__(self, key, path=None, sock=None):
         self.key = key
@@ -108,9 +116,10 @@ class _Channel:
         self.unread = 0
         self.paused = False
         self.closed = False
+        self.writable = False  # connected: send() may write at once
 
 
-class ChannelHub:
+class ChannelHub(supervision.SupervisedLoop):
     """Non-blocking byte I/O on many unix stream sockets, one native thread.
 
     :param wake: ``callable()``, called on the hub thread when ``collect``
@@ -124,7 +133,14 @@ class ChannelHub:
     :param backend: a ``vmha.concurrency`` backend whose ``native_thread``
         and ``native_lock`` to use; None: the unpatched ``threading``
     :param clock: the monotonic clock stamping events
+
+    A ``SupervisedLoop``: the hub thread stamps its turnover at least every
+    ``supervision.HEARTBEAT``, so a service that lists the hub among its
+    loops sees in /healthz a hub thread that died or wedged.
     """
+
+    check_name = 'channels'
+    description = 'guest channel hub'
 
     def __init__(self, wake, in_limit=65536, out_limit=65536, read_size=4096,
                  name='vmha-channels', backend=None, clock=time.monotonic):
@@ -157,16 +173,15 @@ class ChannelHub:
         # The hub thread's own.
         self._by_fd = {}
         self._news = False
-        self.turned_over = None  # clock() of the loop's last turn
         self.reads = 0
         self.writes = 0
+        self.init_turnover(clock)
 
     # --- life cycle ----------------------------------------------------------
 
     def start(self):
         self._epoll = self._select.epoll()
         self._epoll.register(self._pipe.read_fd, _EPOLLIN)
-        self.turned_over = self._clock()
         if self._backend is not None:
             self._thread = self._backend.native_thread(self._run, self.name)
         else:
@@ -175,19 +190,23 @@ class ChannelHub:
             self._thread.start()
 
     def stop(self, timeout=10):
-        """Close every socket and join the hub thread."""
+        """Close every socket and join the hub thread.  Idempotent."""
+        if self._pipe is None:
+            return
         self._stopping = True
         self._pipe.wake()
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                LOG.error('Channel hub %s did not stop within %ss',
-                          self.name, timeout)
+                LOG.error('Channel hub %s did not stop within %ss; its '
+                          'sockets close when it does', self.name, timeout)
                 return
         else:
             self._shutdown()
-        self._pipe.close()
+        # Closed once only: a descriptor closed twice may be another's.
+        pipe, self._pipe = self._pipe, None
+        pipe.close()
 
     # --- the caller's side (any thread or greenthread; never blocks) -----
 
@@ -217,7 +236,7 @@ class ChannelHub:
             self._commands.append((verb, channel))
         if old is not None:
             LOG.debug('Channel %s replaced by a new connection', key)
-        self._pipe.wake()
+        self._poke()
 
     def send(self, key, data):
         """Queue ``data`` (bytes) to write to ``key``.  Never blocks.
@@ -234,13 +253,23 @@ class ChannelHub:
                 return False
             if not data:
                 return True
+            if channel.writable and not channel.out:
+                # Nothing queued before: write now, from the caller (the
+                # socket never blocks), and spare the hub thread a wake-up.
+                try:
+                    sent = channel.sock.send(data, self._send_flags)
+                except OSError:  # full, or broken: the hub finds out
+                    sent = 0
+                if sent == len(data):
+                    return True
+                data = data[sent:]
             idle = not channel.out
             channel.out.append(data)
             channel.out_bytes += len(data)
             if idle:
                 self._commands.append(('flush', channel))
         if idle:
-            self._pipe.wake()
+            self._poke()
         return True
 
     def close(self, key):
@@ -249,7 +278,7 @@ class ChannelHub:
         with self._lock:
             channel = self._forget(key)
         if channel is not None:
-            self._pipe.wake()
+            self._poke()
 
     def _forget(self, key):
         """Under the lock: take ``key`` out of service (its socket is
@@ -258,6 +287,7 @@ class ChannelHub:
         if channel is None:
             return None
         channel.closed = True
+        channel.writable = False
         self._unread.discard(channel)
         if any(event.key == key for event in self._events):
             kept = [event for event in self._events if event.key != key]
@@ -282,8 +312,13 @@ class ChannelHub:
                     resume = True
             self._unread.clear()
         if resume:
-            self._pipe.wake()
+            self._poke()
         return events
+
+    def _poke(self):
+        pipe = self._pipe
+        if pipe is not None:  # None once stopped
+            pipe.wake()
 
     def pending_out(self, key):
         """Bytes waiting to be written to ``key`` (0 if unknown)."""
@@ -294,6 +329,16 @@ class ChannelHub:
     def __len__(self):
         """Connections open or being opened."""
         return len(self._channels)
+
+    @property
+    def running(self):
+        """Whether the hub thread serves (False before start, after stop,
+        or if it died: then every channel was closed)."""
+        return self._thread is not None and self._thread.is_alive() and \
+            not self._stopping
+
+    def health_details(self):
+        return {'channels': len(self._channels), 'running': self.running}
 
     # --- the hub thread ----------------------------------------------------
 
@@ -312,7 +357,7 @@ class ChannelHub:
             ready = self._epoll.poll(POLL_TIMEOUT)
         except InterruptedError:
             ready = ()
-        self.turned_over = self._clock()
+        self.stamp_turnover()
         for fd, mask in ready:
             if fd == self._pipe.read_fd:
                 self._pipe.drain()
@@ -389,6 +434,8 @@ class ChannelHub:
     def _connected(self, channel):
         channel.connecting = False
         self._event(channel, CONNECTED, None)
+        with self._lock:
+            channel.writable = not channel.closed
         if channel.out:
             self._flush(channel)
         if not channel.closed:
@@ -505,6 +552,7 @@ class ChannelHub:
                 self._events.append(ChannelEvent(channel.key, kind, why,
                                                  self._clock()))
             channel.closed = True
+            channel.writable = False
             self._unread.discard(channel)
         if current:
             self._news = True
@@ -521,12 +569,14 @@ class ChannelHub:
                     pass
             channel.mask = 0
             channel.fd = None
-        if channel.sock is not None:
-            try:
-                channel.sock.close()
-            except OSError:
-                pass
-            channel.sock = None
+        with self._lock:  # see _Channel: send() may be writing to it
+            channel.writable = False
+            sock, channel.sock = channel.sock, None
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
 
     def _shutdown(self):
         with self._lock:
