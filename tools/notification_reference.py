@@ -97,6 +97,25 @@ DESCRIPTIONS = {
             'last two drop the choice. WARN when monitoring is turned '
             'off, INFO otherwise.'),
     },
+    'instance.action': {
+        'priorities': ('INFO', 'WARN', 'ERROR'),
+        'when': (
+            'One phase of a lifecycle action asked for over RPC '
+            '(`request_action`, `vmha-action`) ended; every phase of one '
+            'action carries the same `action_id`. `phase`: `vote` (the '
+            'heartbeat guest may reject the action), `pre` (it is told '
+            'the action will happen and its handlers run), `action` (the '
+            'action itself through libvirt; `skipped` where the caller '
+            'performs it: `--vote-only`, resize and migrations), `post` '
+            '(it is told the action happened). `result`: `accepted` or '
+            '`rejected` for a vote (a guest that does not answer in time, '
+            'or no heartbeat guest at all, accepts), `done`, `failed` or '
+            '`skipped` for the others; `reason` says why, in the guest\'s '
+            'own words for a rejection; `requested_by` holds the user, '
+            'project and request id of the RPC context; `took_ms` how '
+            'long the phase took. WARN for a rejected vote (the action '
+            'did not happen), ERROR for a failed action, INFO otherwise.'),
+    },
     'instance.heartbeat': {
         'priorities': ('INFO', 'WARN', 'ERROR'),
         'when': (

@@ -12,6 +12,7 @@ here, so they run the same wiring.
 from vmha import concurrency
 from vmha.api import http as http_api
 from vmha.api import rpc as rpc_api
+from vmha.manager import action_runner
 from vmha.manager import actions as actions_lib
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
@@ -95,6 +96,10 @@ def build(conf, driver, journal, outbox, sender):
         driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,
         writers=[monitor] + monitors)
+    # Lifecycle actions over RPC: the heartbeat guests vote through the
+    # heartbeat monitor (without one, NoHeartbeat: every vote accepts).
+    actions = action_runner.ActionRunner.from_conf(
+        conf, driver, beats, journal, outbox, backend)
     # Events the journal refused are retried on the dispatcher, and so
     # are operator choices adopted from metadata it could not record.
     driver.register_turnover_callback(monitor.retry_pending)
@@ -103,7 +108,7 @@ def build(conf, driver, journal, outbox, sender):
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
         health=health, metrics=metrics, monitors=monitors,
-        heartbeat_monitor=beats)
+        heartbeat_monitor=beats, actions=actions)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

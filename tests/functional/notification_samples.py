@@ -11,6 +11,7 @@ import datetime
 import json
 import pathlib
 
+from vmha.objects import action
 from vmha.objects import fields
 from vmha.objects import guest_health
 from vmha.objects import heartbeat
@@ -26,6 +27,11 @@ WHEN = datetime.datetime(2026, 11, 23, 16, 0, 5, 250000,
 MESSAGE_ID = '2d8a4f7e-9c1b-4e6a-8f3d-5b7c9e1a2f40'
 
 BUILDERS = {
+    'instance-action': lambda: action.action_notification(
+        HOST, UUID, 'web-1', '0b1c9e7d2a4f4c3e8d5b6a7f8e9d0c1b', 'stop',
+        'stop', fields.ActionPhase.VOTE, fields.ActionResult.REJECTED,
+        'database resync in progress', 412,
+        requested_by='user=alice project=ops request_id=req-5c2b1d7e'),
     'instance-failure': lambda: instance.failure_notification(
         HOST, UUID, 'web-1', 'LIFECYCLE', 'STOPPED_FAILED',
         fields.FailureCause.QEMU_DIED, WHEN,

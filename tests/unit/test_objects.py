@@ -20,6 +20,8 @@ vmha.objects.register_all()
 
 EXPECTED_HASHES = {
     'EventType': '1.0-a601b01c1849946ca2d59286fbecaa04',
+    'InstanceActionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceActionPayload': '1.0-385e1ba00d1431c8d39190a724ef0cdd',
     'GuestHealthNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'GuestHealthPayload': '1.0-0c1008decfed58e2f3c0cf67a19bba6d',
     'HostConnectionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
@@ -38,6 +40,7 @@ EXPECTED_HASHES = {
 # A notification's hash does not see which payload class it holds: pin
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
+                    'InstanceAction': '1.0',
                     'InstanceFailure': '1.3', 'InstanceHeartbeat': '1.0',
                     'InstanceLifecycle': '1.0',
                     'InstanceMonitoring': '1.0'}

@@ -7,6 +7,7 @@ start-up with one readable line instead of later, mid-run.
 
 from oslo_config import cfg
 
+from vmha.conf import actions
 from vmha.conf import audit
 from vmha.conf import bridge
 from vmha.conf import database
@@ -25,7 +26,7 @@ from vmha.conf import rpc
 
 _MODULES = (default, libvirt, events, monitoring, audit, guest_agent,
             heartbeat, migration, notifications, masakari, bridge, database,
-            outbox, health, rpc)
+            outbox, health, rpc, actions)
 
 
 def register_opts(conf):

@@ -135,6 +135,23 @@ class ServiceCollector:
         if service.audit is not None:
             yield _counter('vmha_audit_runs', 'Power-state audits run.',
                            service.audit.runs)
+        yield from self._actions()
+
+    def _actions(self):
+        runner = getattr(self._service, 'actions', None)
+        if runner is None:
+            return
+        family = core.CounterMetricFamily(
+            'vmha_actions', 'Lifecycle actions asked for over RPC, by '
+            'action and outcome: done, accepted (the caller acts), '
+            'rejected (by the guest\'s vote) or failed.',
+            labels=['action', 'outcome'])
+        for (action, outcome), count in sorted(
+                runner.outcomes_total.items()):
+            family.add_metric([action, outcome], count)
+        yield family
+        yield _gauge('vmha_actions_running', 'Lifecycle actions running '
+                     'now (at most one per VM).', len(runner.running()))
 
     def _decisions(self):
         family = core.CounterMetricFamily(

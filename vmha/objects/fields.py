@@ -135,3 +135,40 @@ class MonitoringChangeSource(fields.Enum):
 
 class MonitoringChangeSourceField(fields.BaseEnumField):
     AUTO_TYPE = MonitoringChangeSource()
+
+
+class ActionPhase(fields.Enum):
+    """Phases of a lifecycle action (``vmha.manager.lifecycle_actions``)."""
+
+    VOTE = 'vote'  # the guest may reject the action
+    PRE = 'pre'  # the guest is told it will happen
+    ACTION = 'action'  # the action itself
+    POST = 'post'  # the guest is told it happened
+
+    ALL = (VOTE, PRE, ACTION, POST)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class ActionPhaseField(fields.BaseEnumField):
+    AUTO_TYPE = ActionPhase()
+
+
+class ActionResult(fields.Enum):
+    """What one phase of a lifecycle action came to."""
+
+    ACCEPTED = 'accepted'
+    REJECTED = 'rejected'
+    DONE = 'done'
+    FAILED = 'failed'
+    SKIPPED = 'skipped'
+
+    ALL = (ACCEPTED, REJECTED, DONE, FAILED, SKIPPED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class ActionResultField(fields.BaseEnumField):
+    AUTO_TYPE = ActionResult()
