@@ -157,3 +157,41 @@ def test_guest_agent_is_a_missing_capability_not_a_crash(make_driver):
 def test_no_keepalive_on_test_driver_is_not_fatal(make_driver):
     driver = make_driver()
     assert driver.host.keepalive_supported is False
+
+
+CHANNEL_XML = """<domain type='test'>
+  <name>%s</name><uuid>%s</uuid><memory>65536</memory>
+  <os><type>hvm</type></os>
+  <devices>
+    <channel type='unix'>
+      <source mode='bind'%s/>
+      <target type='virtio' name='org.vmha.heartbeat.0'/>
+    </channel>
+  </devices>
+</domain>"""
+
+
+@pytest.mark.parametrize('how', ['create', 'define'])
+def test_the_test_driver_keeps_a_channel_path(make_driver, tmp_path, how):
+    driver = make_driver()
+    conn = driver.host.get_connection()
+    name, uuid = 'channel-%s' % uuid_lib.uuid4().hex[:8], str(
+        uuid_lib.uuid4())
+    path = str(tmp_path / 'hb.sock')
+    xml = CHANNEL_XML % (name, uuid, " path='%s'" % path)
+    if how == 'create':
+        conn.create_domain(xml)
+    else:
+        conn.define_domain(xml).start()
+    assert driver.channel_path(uuid, 'org.vmha.heartbeat.0') == path
+    assert driver.channel_path(uuid, 'org.qemu.guest_agent.0') is None
+
+
+def test_the_test_driver_chooses_no_path_for_a_channel(make_driver):
+    """Unlike QEMU's driver, test:///default drops a path-less source."""
+    driver = make_driver()
+    conn = driver.host.get_connection()
+    name, uuid = 'channel-%s' % uuid_lib.uuid4().hex[:8], str(
+        uuid_lib.uuid4())
+    conn.create_domain(CHANNEL_XML % (name, uuid, ''))
+    assert driver.channel_path(uuid, 'org.vmha.heartbeat.0') is None

@@ -17,6 +17,8 @@ show it.  In words:
   wires manager and api together; ``cmd`` starts the binaries and is the
   only place that reads oslo.config's global ``cfg.CONF``.
 * No product module imports the test tree.
+* The rules written as pure tables and functions (``PURE``) import no
+  clock, no I/O, no threads and no logging.
 
 Every import counts, also those inside functions (the binaries import
 late, after choosing the concurrency backend).
@@ -61,6 +63,17 @@ ALLOWED = {
 
 #: The one module that may import the libvirt bindings.
 LIBVIRT_SEAM = 'vmha.virt.libvirt.api'
+
+#: Rules as pure tables and functions: their callers pass the time and do
+#: the I/O, so tests drive them by hand.  They import no clock, no I/O,
+#: no threads and no logging (the caller logs what they return).
+PURE = ('vmha.manager.decisions', 'vmha.manager.evidence',
+        'vmha.manager.guest_states', 'vmha.manager.migration_policy',
+        'vmha.virt.libvirt.migration_xml')
+IMPURE = ('time', 'datetime', 'os', 'socket', 'select', 'subprocess',
+          'threading', 'eventlet', 'libvirt', 'sqlite3', 'random',
+          'logging', 'vmha.backoff', 'vmha.concurrency', 'vmha.journal',
+          'vmha.notify', 'vmha.supervision')
 
 
 def module_name(path):
@@ -121,6 +134,16 @@ def test_no_product_module_imports_the_tests(module):
              for name, line in imported(MODULES[module])
              if name.split('.')[0] == 'tests']
     assert not wrong, '%s imports the test tree: %s' % (module, wrong)
+
+
+@pytest.mark.parametrize('module', PURE)
+def test_pure_rules_import_no_clock_and_no_io(module):
+    wrong = ['line %d: %s' % (line, name)
+             for name, line in imported(MODULES[module])
+             if any(name == impure or name.startswith(impure + '.')
+                    for impure in IMPURE)]
+    assert not wrong, '%s is pure rules, yet imports %s' % (
+        module, '; '.join(wrong))
 
 
 def test_only_the_seam_imports_libvirt():

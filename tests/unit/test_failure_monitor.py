@@ -387,6 +387,69 @@ def test_a_migration_resumed_unseen_ends_at_the_next_audit(agent):
     assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
 
 
+def test_a_migration_resumed_unseen_before_any_audit_ends_at_the_audit(
+        agent):
+    """Regression: STARTED_MIGRATED recorded power "running", so an audit
+    that found the domain running (its RESUMED_MIGRATED missed) saw no
+    change and left ``incoming_migration`` set: the VM's later death was
+    ignored as a failed incoming migration, and never recovered."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 1)  # STARTED_MIGRATED: incoming, not resumed
+    agent.dispatch()
+    dom.state_value = (RUNNING, 2)  # RUNNING_MIGRATED: resumed, unseen
+    agent.driver.clock.advance(1)
+    agent.audit.run_once()
+    dom.state_value = (SHUTOFF, 6)
+    agent.fire(dom, 0, 5, 5)
+    agent.dispatch()
+    assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+
+
+def test_an_upgraded_row_of_a_resumed_migration_ends_at_the_audit(
+        tmp_path, monkeypatch):
+    """A row an older vmha wrote for an incoming migration says power
+    "running" (and incoming_migration once upgraded); the domain resumed
+    while no vmha watched.  The audit must end the migration, or the VM's
+    death is ignored."""
+    import sqlite3
+    path = str(tmp_path / 'vmha.sqlite')
+    with monkeypatch.context() as patch:  # the journal as vmha 4 left it
+        patch.setattr(db, 'MIGRATIONS', db.MIGRATIONS[:4])
+        patch.setattr(db, 'SCHEMA_VERSION', 4)
+        db.Journal(path).close()
+    agent = Agent(path)
+    try:
+        dom = agent.fake.add_domain('vm-1')
+        conn = sqlite3.connect(path)
+        conn.execute("INSERT INTO domain_state (uuid, name, power_state, "
+                     "state_reason, updated_at, incoming_migration) VALUES "
+                     "(?, 'vm-1', 'running', 'PAUSED_MIGRATION', 1.0, 1)",
+                     (dom.UUIDString(),))
+        conn.commit()
+        conn.close()
+        dom.state_value = (RUNNING, 2)  # RUNNING_MIGRATED
+        agent.audit.run_once()
+        dom.state_value = (SHUTOFF, 6)
+        agent.fire(dom, 0, 5, 5)
+        agent.dispatch()
+        assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+    finally:
+        agent.close()
+
+
+def test_an_incoming_migration_is_recorded_paused(agent):
+    """The domain of an incoming migration is paused until it resumes
+    here; the journal (and vmha-status) must not call it running."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 1)  # STARTED_MIGRATED
+    agent.dispatch()
+    row = agent.reporter.store.all()[dom.UUIDString()]
+    assert (row.power_state, row.state_reason, row.incoming_migration) == (
+        'paused', 'PAUSED_MIGRATION', 1)
+    lifecycle = agent.messages('instance.lifecycle')[-1]
+    assert lifecycle.payload['vmha_object.data']['power_state'] == 'paused'
+
+
 def test_events_and_the_audit_store_one_state_vocabulary(agent):
     """Regression: events stored their own names (STOPPED_FAILED) in
     state_reason and the audit libvirt's states (SHUTOFF_FAILED)."""

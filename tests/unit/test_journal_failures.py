@@ -12,11 +12,14 @@ unhealthy meanwhile.
 
 import sqlite3
 
+from tests.conftest import BACKEND
 from tests.fixtures import virt
 from tests.unit import test_guest_monitor
+from vmha import concurrency
 from vmha.api import table
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
+from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_states as gs
 from vmha.manager import health
@@ -24,7 +27,10 @@ from vmha.manager import selection
 from vmha.manager import state
 
 SHUTOFF_FAILED = (5, 6)
-STARTED, STOPPED, DEFINED = 2, 5, 0  # libvirt lifecycle event codes
+SHUTOFF_SHUTDOWN = (5, 1)
+RUNNING_BOOTED = (1, 1)
+STARTED, STOPPED, DEFINED, SHUTDOWN = 2, 5, 0, 6  # lifecycle event codes
+CONTROL_ERROR = 7  # libvirt event id
 
 
 class LockHolder:
@@ -52,12 +58,17 @@ class EventPath:
         store = state.StateStore(self.journal)
         reporter = failure_monitor.Reporter(
             self.outbox, store, 'compute-1', clock=self.clock)
+        selector = selection.Selector(self.driver)
         self.resyncs = []
         self.monitor = failure_monitor.FailureMonitor(
-            self.driver, self.journal, reporter,
-            selection.Selector(self.driver), 'qemu:///system',
+            self.driver, self.journal, reporter, selector, 'qemu:///system',
             on_resync=lambda: self.resyncs.append(self.clock()),
             clock=self.clock, store=store, outbox=self.outbox)
+        # Run by hand (audit.run_once), as its own task would.
+        self.audit = audit_lib.PowerStateAudit(
+            self.driver, self.journal, reporter, selector,
+            concurrency.get(BACKEND), clock=self.clock, store=store)
+        self.audit.events_waiting = self.monitor.events_waiting
         self.driver.register_event_listener(self.monitor)
         self.driver.register_turnover_callback(self.monitor.retry_pending)
         self.health = health.HealthCheck(
@@ -122,6 +133,92 @@ def test_a_failure_decided_while_the_journal_is_locked_is_sent_once_after(
     assert agent.health.turning_over()
     agent.dispatch(60.0)
     assert len(agent.messages('instance.failure')) == 1
+    agent.close()
+
+
+def test_a_control_error_kept_for_the_journal_is_decided_as_it_arrived(
+        tmp_path):
+    """Regression: a CONTROL_ERROR kept while the journal was locked was
+    decided when written: the guest shut down meanwhile turned it into a
+    false qemu_died (Masakari would stop and start a VM nobody lost)."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    dom = agent.fake.add_domain('vm-1')
+    agent.fake.fire_lifecycle(dom, STARTED, 0)
+    agent.dispatch()
+    lock = LockHolder(path)
+    agent.fake.connection.fire(CONTROL_ERROR, dom)  # the domain runs on
+    agent.dispatch()
+    dom.state_value = SHUTOFF_SHUTDOWN  # then the guest shuts down
+    agent.fake.fire_lifecycle(dom, SHUTDOWN, 1)
+    agent.fake.fire_lifecycle(dom, STOPPED, 0)
+    agent.dispatch(20.0)  # past the STOPPED hold-back; still locked
+    assert agent.messages('instance.failure') == []
+    lock.release()
+    agent.dispatch(5.0)
+    assert [(f['cause'], f['event'], f['vir_domain_event'])
+            for f in agent.messages('instance.failure')] == [
+        ('control_error', 'CONTROL_ERROR', 'UNKNOWN')]
+    assert [m['vir_domain_event'] for m in
+            agent.messages('instance.lifecycle')][-1] == 'STOPPED_SHUTDOWN'
+    agent.close()
+
+
+def test_a_stop_kept_for_the_journal_is_rechecked_when_written(tmp_path):
+    """A death kept while the journal was locked is not reported if nova
+    restarted the domain before it could be written (history, not a
+    failure to recover), and is if the domain is still off."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    restarted = agent.fake.add_domain('vm-1')
+    dead = agent.fake.add_domain('vm-2')
+    for dom in (restarted, dead):
+        agent.fake.fire_lifecycle(dom, STARTED, 0)
+    agent.dispatch()
+    lock = LockHolder(path)
+    for dom in (restarted, dead):
+        dom.state_value = SHUTOFF_FAILED
+        agent.fake.fire_lifecycle(dom, STOPPED, 5)  # QEMU died
+    agent.dispatch(20.0)
+    restarted.state_value = RUNNING_BOOTED  # its event not yet in
+    lock.release()
+    agent.dispatch(5.0)
+    assert [(f['name'], f['vir_domain_event'])
+            for f in agent.messages('instance.failure')] == [
+        ('vm-2', 'STOPPED_FAILED')]
+    agent.close()
+
+
+def test_an_audit_before_the_kept_events_are_written_reports_once(
+        tmp_path):
+    """Regression: the audit ran between the journal's return and the
+    failure monitor's retry, reported the death it found, and the kept
+    events, written after it, closed that episode (the start before the
+    death) and reported the same death again, with a new episode id:
+    Masakari would recover the VM twice."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = EventPath(path)
+    dom = agent.fake.add_domain('vm-1')
+    agent.fake.fire_lifecycle(dom, STARTED, 0)
+    dom.state_value = SHUTOFF_SHUTDOWN
+    agent.fake.fire_lifecycle(dom, STOPPED, 0)  # shut down by an operator
+    agent.dispatch(20.0)
+    lock = LockHolder(path)
+    dom.state_value = RUNNING_BOOTED
+    agent.fake.fire_lifecycle(dom, STARTED, 0)  # started again
+    agent.dispatch()
+    dom.state_value = SHUTOFF_FAILED
+    agent.fake.fire_lifecycle(dom, STOPPED, 5)  # and QEMU died
+    agent.dispatch(20.0)
+    assert agent.monitor.pending_writes() == 2
+    lock.release()
+    agent.audit.run_once()  # the audit's task runs first
+    agent.dispatch(5.0)  # then the dispatcher's turnover writes the rest
+    agent.audit.run_once()  # the audit the monitor asked for
+    failures = agent.messages('instance.failure')
+    assert [(f['name'], f['vir_domain_event']) for f in failures] == [
+        ('vm-1', 'STOPPED_FAILED')]
+    assert agent.resyncs  # the audit looks again once all is written
     agent.close()
 
 

@@ -17,33 +17,58 @@ import pytest
 
 from tests.fixtures import fakelibvirt
 from tests.fixtures import virt
+from tests.unit.test_journal_failures import LockHolder
 from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
+from vmha.manager import failure_monitor
 from vmha.manager import overrides
 from vmha.manager import selection
 from vmha.manager import state
 
-UNDEFINED = 1  # libvirt's VIR_DOMAIN_EVENT_UNDEFINED
+UNDEFINED, STOPPED = 1, 5  # libvirt lifecycle event codes
+SHUTOFF_FAILED = (5, 6)
 
 
 class Agent:
     """The selector, the override keeper and a journal, on one fake
     libvirt (two agents on one fake: a source and a destination)."""
 
-    def __init__(self, path, fake=None, host='compute-1'):
+    def __init__(self, path, fake=None, host='compute-1', events=False,
+                 busy_timeout=5.0):
         self.driver = virt.make_driver(fake=fake)
         self.fake = self.driver.fake
-        self.journal = db.Journal(path)
+        self.clock = self.driver.clock
+        self.journal = db.Journal(path, busy_timeout=busy_timeout,
+                                  clock=self.clock)
         self.outbox = outbox_lib.Outbox(self.journal)
         self.states = state.StateStore(self.journal)
         self.store = overrides.OverrideStore(self.journal, self.outbox, host)
         self.selector = selection.Selector(self.driver)
+        if events:  # the failure monitor, wired as the agent wires it
+            monitor = failure_monitor.FailureMonitor(
+                self.driver, self.journal, failure_monitor.Reporter(
+                    self.outbox, self.states, host, clock=self.clock),
+                self.selector, 'qemu:///system', clock=self.clock,
+                store=self.states, outbox=self.outbox)
+            self.driver.register_event_listener(monitor)
+            self.driver.register_turnover_callback(monitor.retry_pending)
         self.keeper = overrides.OverrideKeeper(
             self.driver, self.store, self.selector, state_store=self.states,
-            wall=lambda: 1790000000.0)
+            wall=lambda: 1790000000.0, clock=self.clock)
         self.driver.register_event_listener(self.keeper)
+        self.driver.register_turnover_callback(self.keeper.retry_adoptions)
         self.driver.init_host()
         self.keeper.load()
+
+    def dispatch(self, seconds=0.0):
+        self.clock.advance(seconds)
+        self.driver.host.handler.dispatch_pending()
+
+    def failures(self):
+        return [(m.payload['vmha_object.data']['name'],
+                 m.payload['vmha_object.data']['vir_domain_event'])
+                for m in self.outbox.pending(1000)
+                if m.event_type == 'instance.failure']
 
     def notifications(self):
         return [m.payload['vmha_object.data']
@@ -231,6 +256,80 @@ def test_a_destination_agent_adopts_the_choice_from_the_metadata(tmp_path):
     finally:
         destination.close()
         source.close()
+
+
+def _migrated_in_then_died_while_locked(tmp_path, enabled):
+    """A domain that came by live migration with an operator choice in
+    its metadata dies here as its first event arrives, while the journal
+    is locked."""
+    path = str(tmp_path / 'vmha.sqlite')
+    agent = Agent(path, events=True, busy_timeout=0.05)
+    dom = agent.fake.add_domain('web-1')
+    dom.metadata_elements[selection.NAMESPACE] = (
+        '<monitoring><override enabled="%s" reason="maintenance" '
+        'by="user=alice" at="2026-12-01T10:00:00+00:00"/></monitoring>'
+        % enabled)
+    lock = LockHolder(path)
+    dom.state_value = SHUTOFF_FAILED
+    agent.fake.fire_lifecycle(dom, STOPPED, 5)  # QEMU died
+    agent.dispatch(20.0)  # past the STOPPED hold-back
+    agent.dispatch(5.0)  # retries, still locked
+    return agent, dom, lock
+
+
+def test_a_death_while_an_adopted_choice_cannot_be_written_is_kept(
+        tmp_path, caplog):
+    """Regression: the JournalError of recording the adopted choice
+    escaped through the selector's lookup, so the failure monitor
+    dropped the event: the VM's death was never reported."""
+    agent, dom, lock = _migrated_in_then_died_while_locked(tmp_path,
+                                                           'true')
+    try:
+        assert agent.failures() == []
+        lock.release()
+        agent.dispatch(5.0)
+        assert agent.failures() == [('web-1', 'STOPPED_FAILED')]
+        assert agent.store.all()[dom.UUIDString()].enabled is True
+        [adopted] = agent.notifications()
+        assert adopted['source'] == 'metadata'
+        # One line for the domain, however often the adoption is retried.
+        assert caplog.text.count(
+            'web-1 (%s): cannot record the operator choice'
+            % dom.UUIDString()) == 1
+    finally:
+        agent.close()
+
+
+def test_a_choice_disabled_in_the_metadata_holds_while_unwritable(tmp_path):
+    """No false failure: a VM its operator disabled at the source is not
+    reported here because the journal could not record the choice."""
+    agent, dom, lock = _migrated_in_then_died_while_locked(tmp_path,
+                                                           'false')
+    try:
+        assert agent.selector.disabled(dom.UUIDString())
+        lock.release()
+        agent.dispatch(5.0)
+        assert agent.failures() == []
+        assert agent.store.all()[dom.UUIDString()].enabled is False
+        assert len(agent.notifications()) == 1
+    finally:
+        agent.close()
+
+
+def test_an_operator_change_wins_over_an_adoption_still_waiting(tmp_path):
+    """An operator who clears the choice before the journal recorded the
+    one adopted from the metadata is not overruled by the retry."""
+    agent, dom, lock = _migrated_in_then_died_while_locked(tmp_path,
+                                                           'false')
+    try:
+        lock.release()
+        agent.keeper.change(dom.UUIDString(), 'web-1', None, None,
+                            'user=bob')
+        agent.dispatch(5.0)  # the adoption's retry is due
+        assert agent.store.all() == {}
+        assert not agent.selector.disabled(dom.UUIDString())
+    finally:
+        agent.close()
 
 
 def test_the_journal_choice_wins_over_the_metadata(agent):

@@ -18,7 +18,11 @@ the event path, so an event and the audit never both report it):
 
 A domain first seen by the audit is only recorded: vmha does not know
 when it failed, or whether anyone still cares.  A row an event updated
-after the listing started is left alone (the event is newer).
+after the listing started is left alone (the event is newer), and so is
+a domain whose events the failure monitor still keeps for the journal
+(``events_waiting``): written after the audit, they would undo or repeat
+what it did (close the episode it opened, report the death again).  The
+failure monitor asks for an audit once they are written.
 
 It runs at start-up, whenever ``request()`` is called (connection
 restored, events dropped) and every ``interval`` seconds; requests while
@@ -74,10 +78,15 @@ class PowerStateAudit(supervision.SupervisedLoop):
         self._running = False
         self._requested = False
         self.runs = 0
+        self._waited = 0  # domains left to their events, this run
         self.init_turnover(time.monotonic)
         self.last_duration = None
         self.last_run_at = None
         self.last_reported = None  # failures the last run reported
+        # callable(uuid): True while the failure monitor keeps events of
+        # that domain the journal has not taken yet
+        # (``FailureMonitor.events_waiting``).
+        self.events_waiting = lambda uuid: False
 
     def health_details(self):
         return {'runs': self.runs}
@@ -168,6 +177,7 @@ class PowerStateAudit(supervision.SupervisedLoop):
                     self._changed(info, row, started):
                 changed.append(info)
         reported = 0
+        self._waited = 0
         # Chunks of domains per transaction: one fsync per domain would
         # make the first audit of a big host last seconds, and a chunk
         # still holds the journal lock for only milliseconds.
@@ -185,7 +195,9 @@ class PowerStateAudit(supervision.SupervisedLoop):
         self.last_duration = self._clock() - started
         self.last_reported = reported
         LOG.info('Power-state audit: %d domain(s) in %.2fs, %d failure(s) '
-                 'reported', len(infos), self.last_duration, reported)
+                 'reported%s', len(infos), self.last_duration, reported,
+                 '; %d left to their events still waiting for the journal'
+                 % self._waited if self._waited else '')
         return reported
 
     @staticmethod
@@ -198,12 +210,18 @@ class PowerStateAudit(supervision.SupervisedLoop):
         # A failure state the journal has not seen counts even when the
         # power state is the same (stopped by an operator, then started
         # and crashed while nobody watched).
+        # Running with an incoming migration on record: its RESUMED was
+        # missed; the row must be rewritten to end the migration, or a
+        # later death is taken for a failed migration and ignored.
         return row.power_state != current or (
-            current == 'running' and _closes_when_running(row)) or (
+            current == 'running' and (_closes_when_running(row)
+                                      or bool(row.incoming_migration))) or (
             info.state_reason != row.state_reason
             and decisions.from_state(info.state_reason) is not None)
 
     def _audit_one(self, tx, info, started):
+        if self._left_to_events(info.uuid):
+            return 0
         row = self._store.get(tx, info.uuid)
         if row is not None and not self._changed(info, row, started):
             return 0
@@ -233,7 +251,17 @@ class PowerStateAudit(supervision.SupervisedLoop):
         return int(self._reporter.report(tx, row, info.uuid, info.name,
                                          verdict, self._clock()))
 
+    def _left_to_events(self, uuid):
+        """Asked inside the audit's transaction: the event path cannot
+        commit meanwhile, so an event not written now is written after."""
+        if self.events_waiting(uuid):
+            self._waited += 1
+            return True
+        return False
+
     def _vanished(self, tx, row, started):
+        if self._left_to_events(row.uuid):
+            return 0
         current = self._store.get(tx, row.uuid)
         if current is None or current.updated_at > started:
             return 0  # gone already, or defined after the listing

@@ -19,7 +19,10 @@ it, in one FIFO, and handled again, in arrival order, on later events and
 on the dispatcher's turnovers (``retry_pending``, at least once a second)
 with a short backoff (``vmha.journal.retry``).  So a later event of the
 same domain never overtakes it, and a failure decided while the journal
-cannot be written reaches the outbox once it can.  Host events
+cannot be written reaches the outbox once it can.  A control error is
+judged by the domain's state as it arrives, never at the retry (the
+domain may have been shut down meanwhile); only a failure that needs the
+domain down is checked again when written.  Host events
 (connection lost or restored) queue the same way.  At most
 ``PENDING_LIMIT`` events wait; past that, new ones are dropped with an
 error, and the audit runs once the backlog is written.
@@ -204,14 +207,24 @@ class FailureMonitor:
         self._selector = selector
         self._uri = uri
         self._on_resync = on_resync or (lambda: None)
-        # (what, write): events not yet in the journal, oldest first.
+        # (what, uuid, write): events not yet in the journal, oldest
+        # first; uuid None for a host event.
         self._pending = collections.deque()
+        self._waiting = collections.Counter()  # uuid -> events in _pending
         self._retry = retry.WriteRetry(clock)
         self._dropped = 0  # past PENDING_LIMIT, since the backlog began
 
     def pending_writes(self):
         """Events handled but not yet written (the journal failed)."""
         return len(self._pending)
+
+    def events_waiting(self, uuid):
+        """True while an event of this domain is not yet written: the
+        audit leaves the domain alone, or it would act on a row older
+        than the event and the event, written after it, would undo (or
+        repeat) what the audit did.  Read from the audit's task; only the
+        dispatcher changes the count."""
+        return self._waiting.get(uuid, 0) > 0
 
     def __call__(self, event):
         if isinstance(event, ev.InstanceEvent):
@@ -220,14 +233,21 @@ class FailureMonitor:
             if redefined:
                 self._selector.forget(event.uuid)
             if self._selector.is_monitored(event.uuid, event.name):
+                # Decided now, not when written: a control error kept
+                # behind a journal outage and judged later by the state
+                # of the moment would take a shutdown meanwhile for a
+                # death.
+                verdict = self._on_arrival(event,
+                                           decisions.from_event(event))
                 self._write(event.describe(),
-                            lambda: self._instance_event(event))
+                            lambda: self._instance_event(event, verdict),
+                            event.uuid)
             if redefined:  # undefined: forget it for good
                 self._selector.forget(event.uuid)
         elif isinstance(event, ev.HostEvent):
             self._host_event(event)
 
-    def _write(self, what, write):
+    def _write(self, what, write, uuid=None):
         """Run ``write()`` (one journal transaction) behind every write
         still waiting, so that none overtakes an older one."""
         what = ' '.join(what.split())  # describe() pads its columns
@@ -238,7 +258,9 @@ class FailureMonitor:
                           'written', len(self._pending), what)
             self._dropped += 1
             return
-        self._pending.append((what, write))
+        self._pending.append((what, uuid, write))
+        if uuid is not None:
+            self._waiting[uuid] += 1
         self.retry_pending()
 
     def retry_pending(self):
@@ -247,7 +269,7 @@ class FailureMonitor:
         if not self._pending or not self._retry.due():
             return
         while self._pending:
-            what, write = self._pending[0]
+            what, uuid, write = self._pending[0]
             try:
                 write()
             except db.JournalError as error:
@@ -259,17 +281,27 @@ class FailureMonitor:
                 # Not the journal: trying again would fail again.
                 LOG.exception('Handling %s failed; it is skipped', what)
             self._pending.popleft()
+            if uuid is not None:
+                self._waiting[uuid] -= 1
+                if not self._waiting[uuid]:
+                    del self._waiting[uuid]
+        resync = False
         if self._retry.succeeded():
+            # An audit that ran meanwhile left the domains with events
+            # waiting alone: look at them now.
             LOG.warning('The journal takes writes again: every kept event '
-                        'is written')
+                        'is written; auditing now')
+            resync = True
         if self._dropped:
             LOG.error('%d event(s) were dropped while the journal could not '
                       'be written: auditing now', self._dropped)
             self._dropped = 0
+            resync = True
+        if resync:
             self._on_resync()
 
-    def _instance_event(self, event):
-        verdict = self._recheck(event, decisions.from_event(event))
+    def _instance_event(self, event, verdict):
+        verdict = self._recheck_stopped(event, verdict)
         with self._journal.transaction() as tx:
             row = self._store.get(tx, event.uuid)
             if verdict is not None and verdict.needs_stopped and \
@@ -287,39 +319,60 @@ class FailureMonitor:
                 self._reporter.report(tx, row, event.uuid, event.name,
                                       verdict, event.timestamp)
 
-    def _recheck(self, event, verdict):
-        if verdict is None or not (
-                verdict.needs_stopped
-                or verdict.cause == fields.FailureCause.CONTROL_ERROR):
+    def _on_arrival(self, event, verdict):
+        """A control error, judged by the domain's state as the event
+        arrives: a death if it no longer runs."""
+        if verdict is None or \
+                verdict.cause != fields.FailureCause.CONTROL_ERROR:
             return verdict
-        try:
-            info = self._run_blocking(self._driver.get_instance_info,
-                                      event.uuid)
-        except exception.DomainNotFound:
-            info = None  # a transient domain is gone once it stops
-        except exception.HypervisorError as error:
-            LOG.warning('Cannot re-check %s (%s) before reporting %s: %s; '
-                        'reporting anyway', event.name, event.uuid,
-                        verdict.vir_domain_event, error)
+        found, info = self._current_info(event, verdict)
+        if not found:
             return verdict
+        verdict = decisions.from_control_error(verdict, info)
         if verdict.cause == fields.FailureCause.CONTROL_ERROR:
-            verdict = decisions.from_control_error(verdict, info)
-            if verdict.cause == fields.FailureCause.CONTROL_ERROR:
-                # Still listed as running: libvirtd may be reconnecting to
-                # a QEMU that is in fact gone (it then ends "shut off
-                # (daemon)" with no event): look again while it settles.
-                self._on_resync()
+            # Still listed as running: libvirtd may be reconnecting to
+            # a QEMU that is in fact gone (it then ends "shut off
+            # (daemon)" with no event): look again while it settles.
+            self._on_resync()
+        return verdict
+
+    def _recheck_stopped(self, event, verdict):
+        """A failure that holds only while the domain is down, checked
+        against its state as it is written (after a journal outage too:
+        a domain nova restarted meanwhile is history, not a failure)."""
+        if verdict is None or not verdict.needs_stopped:
             return verdict
-        if info is not None and info.power_state == power_state.RUNNING:
+        found, info = self._current_info(event, verdict)
+        if found and info is not None and \
+                info.power_state == power_state.RUNNING:
             LOG.info('%s (%s): %s, but the domain runs again (%s): no '
                      'failure to report', event.name, event.uuid,
                      verdict.vir_domain_event, info.state_reason)
             return None
         return verdict
 
+    def _current_info(self, event, verdict):
+        """(True, the domain's InstanceInfo or None if gone), or (False,
+        None) when libvirt cannot tell (the verdict then stands)."""
+        try:
+            return True, self._run_blocking(self._driver.get_instance_info,
+                                            event.uuid)
+        except exception.DomainNotFound:
+            return True, None  # a transient domain is gone once it stops
+        except exception.HypervisorError as error:
+            LOG.warning('Cannot re-check %s (%s) before reporting %s: %s; '
+                        'reporting anyway', event.name, event.uuid,
+                        verdict.vir_domain_event, error)
+            return False, None
+
     def _record_transition(self, tx, row, event):
         now = self._reporter.clock()
         power = _POWER_STATE_AFTER.get(event.transition, power_state.NOSTATE)
+        if event.vir_domain_event == 'STARTED_MIGRATED':
+            # An incoming migration starts the domain paused; it runs
+            # once RESUMED.  Recorded running, an audit that found it
+            # running (RESUMED missed) would see nothing to rewrite.
+            power = power_state.PAUSED
         if event.transition == ev.EVENT_LIFECYCLE_UNDEFINED:
             self._store.forget(tx, event.uuid)
         elif event.transition != ev.EVENT_LIFECYCLE_DEFINED:

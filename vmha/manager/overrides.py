@@ -30,6 +30,8 @@ from lxml import etree
 
 from vmha import concurrency
 from vmha import timestamps
+from vmha.journal import db
+from vmha.journal import retry
 from vmha.manager import selection
 from vmha.objects import fields
 from vmha.objects import monitoring
@@ -253,16 +255,27 @@ class OverrideKeeper:
         goes too (its events went unseen while it was disabled, so the
         row may still say running, and the audit would report it gone)
     :param run_blocking: the backend's way to make a libvirt call
+    :param clock: monotonic, for the backoff of ``retry_adoptions``
+
+    A choice adopted while the journal cannot be written applies at once
+    (an operator who disabled a VM at the source must not see it
+    reported here) and is kept in memory until ``retry_adoptions``, on
+    the dispatcher's turnovers, records it: the lookup that found it
+    never fails for it, so the event being looked up is not lost.
     """
 
     def __init__(self, driver, store, selector, state_store=None,
-                 run_blocking=None, wall=time.time):
+                 run_blocking=None, wall=time.time, clock=time.monotonic):
         self._driver = driver
         self._store = store
         self._state_store = state_store
         self._selector = selector
         self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._wall = wall
+        # uuid -> (name, Override): adopted and applied, not yet in the
+        # journal.
+        self._unsaved = {}
+        self._retry = retry.WriteRetry(clock)
         selector.on_metadata_override = self.adopt
         selector.on_listed = self.listed
 
@@ -277,6 +290,8 @@ class OverrideKeeper:
         force, or None."""
         value = self._store.set(uuid, enabled, reason, self._wall(),
                                 requested_by, name)
+        # An adoption still waiting for the journal is older: dropped.
+        self._unsaved.pop(uuid, None)
         self._selector.override(uuid, value)
         self._write_metadata(uuid, name, value)
         return value
@@ -304,15 +319,60 @@ class OverrideKeeper:
         value = metadata_override(xml, name, uuid)
         if value is None:
             return
+        # Applied before it is written: the caller's answer must not
+        # depend on the journal taking the write.
+        self._selector.override(uuid, value)
+        self._unsaved[uuid] = (name, value)
+        if not self._retry.due():  # backing off: not even one try now
+            LOG.warning('%s (%s): cannot record the operator choice in its '
+                        'metadata (monitoring %s) while the journal is '
+                        'unwritable: it applies now, and is recorded once '
+                        'the journal takes writes', name, uuid,
+                        'enabled' if value.enabled else 'disabled')
+            return
+        try:
+            self._save(uuid, name, value)
+        except db.JournalError as error:
+            delay = self._retry.failed()
+            LOG.warning('%s (%s): cannot record the operator choice in its '
+                        'metadata (monitoring %s): %s; it applies now, and '
+                        'is recorded once the journal takes writes (next '
+                        'try in %.1fs)', name, uuid,
+                        'enabled' if value.enabled else 'disabled', error,
+                        delay)
+
+    def retry_adoptions(self):
+        """Record the adopted choices the journal refused (the
+        dispatcher calls it on every turnover; backs off while the
+        journal stays unwritable)."""
+        if not self._unsaved or not self._retry.due():
+            return
+        for uuid, (name, value) in list(self._unsaved.items()):
+            try:
+                self._save(uuid, name, value)
+            except db.JournalError as error:
+                delay = self._retry.failed()
+                LOG.debug('Operator choices adopted from metadata still not '
+                          'recorded (%d): %s; next try in %.1fs',
+                          len(self._unsaved), error, delay)
+                return
+        self._retry.succeeded()
+
+    def _save(self, uuid, name, value):
+        """Write an adopted choice; the journal's own choice, if it holds
+        one already, wins.  Raises JournalError (the choice stays kept)."""
+        retried = self._retry.failures > 0
         if self._store.adopt(uuid, name, value, self._wall()):
             LOG.warning('%s (%s): monitoring %s, as the operator choice in '
-                        'its metadata says (set by %s%s)', name, uuid,
+                        'its metadata says (set by %s%s)%s', name, uuid,
                         'enabled' if value.enabled else 'disabled',
                         value.requested_by,
-                        ': %s' % value.reason if value.reason else '')
+                        ': %s' % value.reason if value.reason else '',
+                        '; recorded now' if retried else '')
         else:
             value = self._store.all().get(uuid)
-        self._selector.override(uuid, value)
+        if self._unsaved.pop(uuid, None) is not None:
+            self._selector.override(uuid, value)
 
     def __call__(self, event):
         if isinstance(event, ev.LifecycleEvent) and \
@@ -349,6 +409,7 @@ class OverrideKeeper:
             def forget(tx):
                 self._state_store.forget(tx, uuid)
         dropped = self._store.drop(uuid, name, source, self._wall(), forget)
+        self._unsaved.pop(uuid, None)  # gone: nothing left to record
         self._selector.override(uuid, None)
         if dropped is not None:
             LOG.warning('%s (%s): the operator choice (monitoring %s%s) is '

@@ -55,7 +55,9 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     # Version 1.0: Initial version
     # Version 1.1: episode; cause 'crashed' (crashed, cause unknown)
     # Version 1.2: suppressed
-    VERSION = '1.2'
+    # Version 1.3: causes 'heartbeat_lost', 'guest_unhealthy' (the guest
+    #              heartbeat)
+    VERSION = '1.3'
 
     fields = {
         'uuid': fields.UUIDField(),

@@ -126,6 +126,14 @@ class VirtDriver(metaclass=abc.ABCMeta):
         XML that does not parse."""
 
     @abc.abstractmethod
+    def channel_path(self, uuid, name):
+        """The host-side unix socket path of the domain's virtio-serial
+        channel ``name`` (from its live XML), for vmha to connect to; None
+        when there is no such channel, it is not a unix socket QEMU
+        listens on, or it has no path (yet).  An unparsable XML is logged
+        with the domain and gives None.  Raises DomainNotFound."""
+
+    @abc.abstractmethod
     def get_guest_counters(self, uuid, disk=False):
         """Host-side counters of the guest (``guest.Counters``): CPU time
         and network always, disk only with ``disk`` (that one asks QEMU,
@@ -139,6 +147,44 @@ class VirtDriver(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def restart_instance(self, uuid):
         """Destroy the domain and start it again."""
+
+    # Lifecycle actions (``request_action``).  Each blocks (a stopped
+    # QEMU blocks it for as long as it is stopped): callers run them off
+    # the dispatcher and the hub, with a bound.  Each returns a phrase
+    # saying what it did, and raises DomainNotFound or HypervisorError.
+
+    @abc.abstractmethod
+    def stop_instance(self, uuid, shutdown_timeout):
+        """Shut the guest down gracefully (the ACPI power button), and
+        destroy the domain if it is still running after
+        ``shutdown_timeout`` seconds (0: destroy at once), as nova's
+        stop does."""
+
+    @abc.abstractmethod
+    def reboot_instance(self, uuid):
+        """Reboot the guest gracefully (it runs its own shutdown)."""
+
+    @abc.abstractmethod
+    def pause_instance(self, uuid):
+        """Pause the vCPUs; the memory stays in QEMU."""
+
+    @abc.abstractmethod
+    def unpause_instance(self, uuid):
+        """Run the vCPUs of a paused domain again."""
+
+    @abc.abstractmethod
+    def suspend_instance(self, uuid):
+        """Save the memory to disk and stop the domain (a managed save)."""
+
+    @abc.abstractmethod
+    def resume_instance(self, uuid):
+        """Start a suspended domain again from its saved memory."""
+
+    @abc.abstractmethod
+    def destroy_instance(self, uuid):
+        """Power the domain off at once (the power cord, not a graceful
+        shutdown: a corrective action on a guest that no longer answers).
+        """
 
     @abc.abstractmethod
     def dispatch_stats(self):

@@ -6,6 +6,7 @@ import time
 
 from vmha import concurrency
 from vmha.virt import driver
+from vmha.virt import exception
 from vmha.virt import power_state
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import event_handler
@@ -13,6 +14,8 @@ from vmha.virt.libvirt import guest
 from vmha.virt.libvirt import host as libvirt_host
 
 LOG = logging.getLogger(__name__)
+
+SHUTOFF = 5  # virDomainState VIR_DOMAIN_SHUTOFF
 
 # virDomainState -> (power state, readable name), and reasons per state.
 _STATES = {
@@ -66,6 +69,7 @@ class LibvirtDriver(driver.VirtDriver):
         super().__init__()
         self._api = api or libvirt_api.LibvirtAPI()
         self._uri = uri
+        self._backend = concurrency.get(backend)
         # Guest-agent calls go over connections of their own, at most
         # max_client_requests at once on each (see guest.py).
         self.agent_connections = guest.AgentConnections(
@@ -151,6 +155,15 @@ class LibvirtDriver(driver.VirtDriver):
         return guest.describe_xml(
             self.host.get_connection().lookup(uuid).xml(), namespace_uri)
 
+    def channel_path(self, uuid, name):
+        xml = self.host.get_connection().lookup(uuid).xml()
+        try:
+            return guest.channel_path(xml, name, domain=uuid)
+        except ValueError as error:
+            LOG.warning('Domain %s: cannot find channel %s, its XML is '
+                        'unusable: %s', uuid, name, error)
+            return None
+
     def get_guest_counters(self, uuid, disk=False):
         def read(conn):
             domain = conn.lookup(uuid)
@@ -174,3 +187,78 @@ class LibvirtDriver(driver.VirtDriver):
             domain.destroy()
             domain.start()
         self.agent_connections.call(restart)
+
+    def destroy_instance(self, uuid):
+        self.agent_connections.call(lambda conn: conn.lookup(uuid).destroy())
+
+    # Lifecycle actions: on the agent connections, like the guest-agent
+    # calls, so a slow action never holds up the event connection.
+
+    def _on_domain(self, uuid, function):
+        return self.agent_connections.call(
+            lambda conn: function(conn.lookup(uuid)))
+
+    def stop_instance(self, uuid, shutdown_timeout, poll=0.5):
+        def off(domain):
+            # A transient domain is gone once it is off: off too.
+            try:
+                return domain.state()[0] == SHUTOFF
+            except exception.DomainNotFound:
+                return True
+
+        def stop(domain):
+            if domain.state()[0] == SHUTOFF:
+                return 'already shut off'
+            started = time.monotonic()
+            if shutdown_timeout > 0:
+                domain.shutdown()
+                while time.monotonic() - started < shutdown_timeout:
+                    if off(domain):
+                        return 'shut down by the guest in %.1fs' % (
+                            time.monotonic() - started)
+                    self._backend.native_sleep(min(poll, max(
+                        0.0, shutdown_timeout -
+                        (time.monotonic() - started))))
+            if off(domain):
+                return 'shut down by the guest in %.1fs' % (
+                    time.monotonic() - started)
+            domain.destroy()
+            if not shutdown_timeout:
+                return 'destroyed (no graceful shutdown asked for)'
+            return ('destroyed: the guest did not shut down within %gs'
+                    % shutdown_timeout)
+        return self._on_domain(uuid, stop)
+
+    def reboot_instance(self, uuid):
+        def reboot(domain):
+            domain.reboot()
+            return 'reboot requested (graceful)'
+        return self._on_domain(uuid, reboot)
+
+    def pause_instance(self, uuid):
+        def pause(domain):
+            domain.suspend()
+            return 'paused'
+        return self._on_domain(uuid, pause)
+
+    def unpause_instance(self, uuid):
+        def unpause(domain):
+            domain.resume()
+            return 'unpaused'
+        return self._on_domain(uuid, unpause)
+
+    def suspend_instance(self, uuid):
+        def suspend(domain):
+            domain.managed_save()
+            return 'memory saved, domain stopped (managed save)'
+        return self._on_domain(uuid, suspend)
+
+    def resume_instance(self, uuid):
+        def resume(domain):
+            if not domain.has_managed_save():
+                raise exception.HypervisorError(
+                    'domain %s has no saved memory to resume from (resume '
+                    'follows a suspend)' % uuid)
+            domain.start()
+            return 'started from its saved memory'
+        return self._on_domain(uuid, resume)

@@ -1,5 +1,7 @@
-"""Guest calls: the agent channel in a domain's XML, guest-agent commands
-on connections of their own, and the host-side counters of a guest.
+"""Guest calls: the virtio channels in a domain's XML (the guest agent's,
+and the socket path of any other, such as the heartbeat's), guest-agent
+commands on connections of their own, and the host-side counters of a
+guest.
 
 libvirtd serves at most ``max_client_requests`` (default 5) calls at once
 per client connection, and a guest-agent call holds its slot until the
@@ -57,8 +59,9 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True,
                           huge_tree=False, remove_comments=True)
 
 
-def describe_xml(xml, namespace=None):
-    """The GuestXML of a domain XML.  Raises ValueError if unparsable."""
+def parse_domain_xml(xml):
+    """The root element of a domain XML.  Raises ValueError if it does
+    not parse or is not a domain."""
     try:
         root = etree.fromstring(xml.encode() if isinstance(xml, str)
                                 else xml, _PARSER)
@@ -66,15 +69,57 @@ def describe_xml(xml, namespace=None):
         raise ValueError('domain XML does not parse: %s' % error)
     if root.tag != 'domain':
         raise ValueError('not a domain XML (root element %r)' % root.tag)
-    channel = root.xpath(
-        "devices/channel/target[@type='virtio' and @name=$name]",
-        name=AGENT_CHANNEL)
+    return root
+
+
+def virtio_channels(root, name):
+    """The ``<channel>`` elements of a parsed domain XML whose target is
+    the virtio-serial port ``name``, in document order."""
+    return root.xpath(
+        "devices/channel[target[@type='virtio' and @name=$name]]", name=name)
+
+
+def describe_xml(xml, namespace=None):
+    """The GuestXML of a domain XML.  Raises ValueError if unparsable."""
+    root = parse_domain_xml(xml)
+    channel = virtio_channels(root, AGENT_CHANNEL)
     metadata = None
     if namespace:
         found = root.xpath('metadata/*[namespace-uri() = $ns]', ns=namespace)
         if found:
             metadata = etree.tostring(found[0], encoding='unicode')
     return GuestXML(bool(channel), metadata)
+
+
+def channel_path(xml, name, domain=None):
+    """The host-side socket path of the virtio channel ``name``, or None.
+
+    vmha connects to that socket, so only a ``<channel type='unix'>``
+    whose ``<source mode='bind'>`` (QEMU listens; libvirt's default mode
+    is 'connect', where QEMU would be the client) has an absolute path
+    qualifies.  A running domain's live XML carries the path libvirt
+    chose when the definition gave none; an inactive one may not.  A
+    channel of that name that does not qualify is logged (``domain``
+    names it) and skipped.  Raises ValueError if the XML is unparsable.
+    """
+    for channel in virtio_channels(parse_domain_xml(xml), name):
+        source = channel.find('source')
+        path = source.get('path') if source is not None else None
+        if channel.get('type') != 'unix' or source is None or \
+                source.get('mode') != 'bind':
+            LOG.info("Domain %s: channel %s is not a unix socket QEMU "
+                     "listens on (type %r, mode %r); not served", domain,
+                     name, channel.get('type'),
+                     None if source is None else source.get('mode'))
+        elif not path:
+            LOG.debug('Domain %s: channel %s has no socket path yet',
+                      domain, name)
+        elif not path.startswith('/'):
+            LOG.info('Domain %s: channel %s has a relative socket path %r; '
+                     'not served', domain, name, path)
+        else:
+            return path
+    return None
 
 
 def counters_from_stats(stats, disk):
