@@ -19,13 +19,11 @@ from tests.integration.test_manager_realvm import InProcessAgent
 pytestmark = pytest.mark.realvm
 
 ENABLED_WITHIN = 60  # start -> enabled, with margin for a loaded host
-# A hang is reported by the time the second challenge after it goes
-# unanswered: a miss counts when the next challenge is due, so with the
-# default interval (1 s) and miss threshold (2) the failure comes 2-3 s
-# after the hang, depending on where in the interval it fell (measured:
-# 2.0-3.0 s), plus the host's scheduling.  Issue 17 asks for <= 2.5 s:
-# met by the median (bench/heartbeat.py), not by every trial.
-HANG_REPORTED_WITHIN = 3.0 + 0.5
+# Issue 17: a hang is reported within 2.5 s at a 1 s interval.  A
+# challenge unanswered after [heartbeat] answer_window (half an interval)
+# is a miss, and the 2nd miss in a row (miss_threshold) is the failure:
+# 1.5-2.5 s after the hang, depending on where in the interval it fell.
+HANG_REPORTED_WITHIN = 2.5
 
 
 class HeartbeatAgent(InProcessAgent):
