@@ -53,7 +53,7 @@ class AgentEndpoint:
     """
 
     target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
-                                   version='1.0')
+                                   version='1.1')
 
     def __init__(self, service, backend, allow_changes=True):
         self._service = service
@@ -93,6 +93,14 @@ class AgentEndpoint:
 
     def get_status(self, ctxt):
         return self._service.status()
+
+    def recovery_changed(self, ctxt, recovery):
+        """1.1: what the bridge learnt from Masakari about a failure of
+        this host (a cast); bad input is logged and dropped."""
+        recoveries = getattr(self._service, 'recoveries', None)
+        if recoveries is None:
+            return
+        recoveries.changed(recovery)
 
     def _run_audit(self, timeout):
         """Request an audit and wait until one that started after the

@@ -136,6 +136,25 @@ MIGRATIONS = [
         "UPDATE domain_state SET state_reason = 'SHUTOFF_' || "
         "substr(state_reason, 9) WHERE state_reason LIKE 'STOPPED_%'",
     ]),
+    ('the recovery of each failure episode', [
+        # One row per failure episode, kept once it closes: when vmha
+        # detected it, what Masakari made of it (from vmha-masakari-
+        # bridge: accepted, running, finished, failed, ignored, rejected)
+        # and when the domain ran again (recovered_at - detected_at is
+        # the time to recovery seen from this host).
+        """CREATE TABLE recovery (
+               episode TEXT PRIMARY KEY,
+               uuid TEXT NOT NULL,
+               cause TEXT,
+               detected_at REAL NOT NULL,
+               status TEXT,
+               reason TEXT,
+               notification_uuid TEXT,
+               took REAL,
+               status_at REAL,
+               recovered_at REAL)""",
+        'CREATE INDEX recovery_by_uuid ON recovery (uuid, detected_at)',
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

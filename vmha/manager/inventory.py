@@ -36,11 +36,12 @@ class Inventory:
     :param audit: the ``PowerStateAudit`` (run after re-enabling), or None
     :param run_blocking: the backend's way to make a libvirt call
     :param clock: the guest monitor's monotonic clock
+    :param recoveries: the ``recoveries.RecoveryBook``, or None
     """
 
     def __init__(self, driver, store, overrides, selector,
                  guest_monitor=None, audit=None, run_blocking=None,
-                 clock=time.monotonic, wall=time.time):
+                 clock=time.monotonic, wall=time.time, recoveries=None):
         self._driver = driver
         self._store = store
         self._overrides = overrides
@@ -50,6 +51,7 @@ class Inventory:
         self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._clock = clock
         self._wall = wall
+        self._recoveries = recoveries
 
     def load(self):
         """Apply the operator choices the journal holds (at start-up)."""
@@ -70,9 +72,14 @@ class Inventory:
         guests = {}
         if self._guest_monitor is not None:
             guests = {g['uuid']: g for g in self._guest_monitor.status()}
+        recoveries = {}
+        if self._recoveries is not None:
+            recoveries = self._recoveries.latest()
         rows = [self._row(uuid, name, power, reason, known.get(uuid),
                           guests.get(uuid), source)
                 for uuid, name, power, reason in infos]
+        for row in rows:
+            row['recovery'] = recoveries.get(row['uuid'])
         return sorted(rows, key=lambda row: (row['name'], row['uuid']))
 
     def instance(self, key):

@@ -29,13 +29,14 @@ class AgentService:
     :param listeners: callables registered on the driver, in order
     :param audit: the ``PowerStateAudit``, or None
     :param guest_monitor: the ``GuestAgentMonitor``, or None
+    :param recoveries: the ``recoveries.RecoveryBook``, or None
     :param monitors: every ``monitor.Monitor`` to start and stop (by
         default the guest-agent monitor)
     """
 
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
                  guest_monitor=None, reporter=None, inventory=None,
-                 health=None, metrics=None, monitors=None):
+                 health=None, metrics=None, monitors=None, recoveries=None):
         self.driver = driver
         self.host = host
         self.sender = sender
@@ -45,6 +46,8 @@ class AgentService:
         self.inventory = inventory
         self.health = health
         self.metrics = metrics
+        # What the bridge told of Masakari's recoveries (RPC 1.1).
+        self.recoveries = recoveries
         # The monitor.Monitor s: started after the audit, stopped in
         # reverse before the driver's cleanup (see vmha.manager.monitor).
         if monitors is None:
