@@ -230,6 +230,10 @@ class Follower:
         rows = self._store.due(now)
         for record in rows:
             try:
+                if record.published_status != record.status:
+                    # Before a poll can move it on: every status seen
+                    # goes out once, in order.
+                    record = self._announce(record)
                 if not record.final and record.next_poll_at is not None \
                         and record.next_poll_at <= now:
                     record = self._poll(record, now)
@@ -330,8 +334,9 @@ class Follower:
         except Exception as error:
             LOG.warning('Cannot publish the recovery of %s (%s) yet: %s',
                         self._describe(record), record.status, error)
-            return
-        self._store.save(record._replace(published_status=record.status))
+            return record
+        record = record._replace(published_status=record.status)
+        self._store.save(record)
         if self._on_status is not None:
             self._on_status(record.status)
         if self._tell_agent is not None:
@@ -341,6 +346,7 @@ class Follower:
                 LOG.warning('Cannot tell the agent on %s about the recovery '
                             'of %s (%s): %s', record.host,
                             self._describe(record), record.status, error)
+        return record
 
 
 def as_dict(record):

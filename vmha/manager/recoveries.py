@@ -131,8 +131,8 @@ class RecoveryBook:
         rows = self._journal.query(
             'SELECT uuid, episode, cause, detected_at, status, reason, '
             'notification_uuid, took, recovered_at FROM recovery r WHERE '
-            'detected_at = (SELECT max(detected_at) FROM recovery WHERE '
-            'uuid = r.uuid)')
+            # rowid: the order episodes were opened (or first heard of)
+            'rowid = (SELECT max(rowid) FROM recovery WHERE uuid = r.uuid)')
         latest = {}
         for row in rows:
             latest[row['uuid']] = {
