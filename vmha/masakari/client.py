@@ -1,4 +1,5 @@
-"""A small client for Masakari's ``POST /v1/notifications``.
+"""A small client for Masakari's ``POST /v1/notifications`` (and the
+``GET /v1/notifications/{id}`` that follows a recovery).
 
 Built on a keystoneauth1 ``Adapter`` rather than openstacksdk's
 ``instance_ha`` proxy: vmha needs the HTTP status and Masakari's own reason
