@@ -172,3 +172,17 @@ def test_recoveries_total_by_outcome_in_metrics(agent):
     assert samples['failed'] == 0
     assert set(samples) == {'accepted', 'running', 'finished', 'failed',
                             'ignored', 'rejected'}
+
+
+def test_a_rejected_resend_does_not_undo_an_accepted_recovery(agent):
+    """Another bridge copy got a resend of the episode and Masakari's 409:
+    the recovery Masakari accepted goes on."""
+    dom, uuid, episode = crashed(agent)
+    tell(agent, uuid, episode, 'accepted')
+
+    assert tell(agent, uuid, episode, 'rejected',
+                reason='HTTP 409: duplicate') is False
+    assert tell(agent, uuid, episode, 'finished', 9.5) is True
+    assert tell(agent, uuid, episode, 'running') is False  # late, stale
+
+    assert table.recovery_cell(agent.book.latest()[uuid]) == 'finished 9.5s'

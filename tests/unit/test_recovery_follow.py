@@ -367,3 +367,41 @@ def test_a_state_file_that_fails_does_not_lose_the_forward(store, caplog):
     accept(follower)  # does not raise: the failure was delivered
 
     assert 'not followed' in caplog.text
+
+
+def test_took_is_masakaris_own_time_of_the_outcome(store):
+    """Backed off to 16 s between looks, ``took`` still says when
+    Masakari finished (its ``updated_at``), not when the bridge looked."""
+    clock = Clock(T0 + 1.0)
+    finished_at = '2026-03-01T10:21:10.500000'  # 40.5 s after detection
+    masakari = ScriptedMasakari('running')
+    published = Published()
+    follower = make(store, masakari, clock, published)
+    accept(follower)
+    run(follower, clock, 35)
+    masakari.answers = [{'status': 'finished', 'updated_at': finished_at}]
+
+    run(follower, clock, 60)
+
+    assert published.statuses() == ['accepted', 'running', 'finished']
+    assert published[-1].payload.took == pytest.approx(40.5)
+
+
+def test_a_failure_without_an_episode_is_followed_by_its_time(store):
+    """InstanceFailurePayload 1.0 (an older agent) has no episode: two
+    failures of one instance are still two recoveries."""
+    clock = Clock(T0)
+    published = Published()
+    follower = make(store, ScriptedMasakari('new'), clock, published)
+    for detected, masakari_id in ((DETECTED, 'n-1'),
+                                  ('2026-03-01T10:30:00+00:00', 'n-2')):
+        follower.on_answer(
+            {'uuid': UUID, 'host': 'compute-1', 'detected_at': detected},
+            masakari_client.Result(masakari_client.Result.ACCEPTED, 202,
+                                   notification_uuid=masakari_id))
+
+    run(follower, clock, 2)
+
+    assert sorted(n.payload.notification_uuid for n in published) == [
+        'n-1', 'n-2']
+    assert {n.payload.episode for n in published} == {None}

@@ -147,6 +147,23 @@ def _epoch(iso):
     return when.timestamp()
 
 
+# A failure without an episode (InstanceFailurePayload 1.0, an older
+# agent) is keyed by its detection time: the same for every resend of it,
+# another for the next failure.
+_NO_EPISODE = 'detected-at:'
+
+
+def _episode_key(data):
+    return data.get('episode') or _NO_EPISODE + str(data.get('detected_at'))
+
+
+def _episode(record):
+    """The episode id to publish (None for a failure without one)."""
+    if not record.episode or record.episode.startswith(_NO_EPISODE):
+        return None
+    return record.episode
+
+
 def _utc(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
 
@@ -201,7 +218,7 @@ class Follower:
         now = self._clock()
         detected = _epoch(data.get('detected_at'))
         record = recovery_store.Followed(
-            uuid=data['uuid'], episode=data.get('episode') or '',
+            uuid=data['uuid'], episode=_episode_key(data),
             host=data['host'], notification_uuid=result.notification_uuid,
             detected_at=detected if detected is not None else now,
             accepted_at=now, status=Status.ACCEPTED, reason=None,
@@ -248,7 +265,7 @@ class Follower:
 
     def _describe(self, record):
         return 'instance %s (episode %s, Masakari notification %s)' % (
-            record.uuid, record.episode or '-', record.notification_uuid)
+            record.uuid, _episode(record) or '-', record.notification_uuid)
 
     def _poll(self, record, now):
         policy = self._policy
@@ -274,7 +291,21 @@ class Follower:
                                  error_since=error_since, get_failures=0)
         if status == record.status and reason == record.reason:
             return self._wait_longer(record, now)
-        return self._change(record, now, status, reason, final)
+        return self._change(record, now, status, reason, final,
+                            at=self._when_masakari_changed(
+                                notification, record, now))
+
+    @staticmethod
+    def _when_masakari_changed(notification, record, now):
+        """Masakari's ``updated_at`` (UTC, without a zone) when it is a
+        time between the last look and now; else None (now is used).
+
+        Looks back off to ``recovery_poll_max_interval``: without it
+        ``took`` would be late by up to that much."""
+        when = _epoch(notification.get('updated_at'))
+        if when is None or not record.detected_at <= when <= now:
+            return None
+        return when
 
     def _unanswered(self, record, now, why):
         record = record._replace(get_failures=record.get_failures + 1)
@@ -295,10 +326,11 @@ class Follower:
         return record._replace(interval=interval,
                                next_poll_at=now + interval)
 
-    def _change(self, record, now, status, reason, final):
+    def _change(self, record, now, status, reason, final, at=None):
         interval = self._policy.poll_interval
         record = record._replace(
-            status=status, reason=reason, final=int(final), changed_at=now,
+            status=status, reason=reason, final=int(final),
+            changed_at=now if at is None else at,
             interval=interval,
             next_poll_at=None if final else now + interval)
         if status != Status.ACCEPTED:
@@ -325,7 +357,7 @@ class Follower:
         from vmha.objects import recovery  # registered by the service
         notification = recovery.recovery_notification(
             self._bridge_host, record.uuid, record.host,
-            record.episode or None, record.notification_uuid, record.status,
+            _episode(record), record.notification_uuid, record.status,
             _utc(record.detected_at),
             max(0.0, record.changed_at - record.detected_at),
             reason=record.reason, workflow_details=record.details)
@@ -351,7 +383,7 @@ class Follower:
 
 def as_dict(record):
     """The JSON dict the agent gets (``AgentAPI.recovery_changed``)."""
-    return {'uuid': record.uuid, 'episode': record.episode or None,
+    return {'uuid': record.uuid, 'episode': _episode(record),
             'notification_uuid': record.notification_uuid,
             'status': record.status, 'reason': record.reason,
             'took': round(max(0.0, record.changed_at - record.detected_at),

@@ -121,6 +121,10 @@ class RecoveryBook:
             return False
         elif row[1] == status:
             return False  # the same change again (a redelivery)
+        elif _stale(row[1], status):
+            LOG.info('Recovery of %s (episode %s) is %s already; ignoring '
+                     '%s', uuid, key, row[1], status)
+            return False
         tx.execute('UPDATE recovery SET status = ?, reason = ?, took = ?, '
                    'notification_uuid = ?, status_at = ? WHERE episode = ?',
                    (status, reason, took, masakari_id, now, key))
@@ -146,6 +150,26 @@ class RecoveryBook:
                                        - row['detected_at'], 3)),
             }
         return latest
+
+
+# Order of a recovery's statuses: a later one never goes back.
+_RANK = {fields.RecoveryStatus.ACCEPTED: 1, fields.RecoveryStatus.RUNNING: 2}
+
+
+def _stale(known, new):
+    """Whether ``new`` cannot follow ``known`` for one episode.
+
+    One bridge publishes an episode's statuses in order.  Another bridge
+    copy may get a resend of the episode and Masakari's 409 for it: that
+    ``rejected`` is not the outcome of a recovery Masakari accepted.
+    """
+    if known is None:
+        return False
+    if new == fields.RecoveryStatus.REJECTED:
+        return True
+    if known in fields.RecoveryStatus.FINAL:
+        return True
+    return _RANK.get(new, 3) < _RANK.get(known, 3)
 
 
 def _name_of(recovery):
