@@ -147,7 +147,10 @@ def test_a_recovery_followed_to_finished(setting, masakari, bus, wait_for):
     wait_for(lambda: recovery_column(agent, uuid).startswith('finished '),
              timeout=10, what='RECOVERY finished')
 
-    assert recoveries.statuses() == ['accepted', 'running', 'finished']
+    # The listener gets the bus's copy on a thread of its own.
+    wait_for(lambda: recoveries.statuses() == ['accepted', 'running',
+                                               'finished'],
+             timeout=10, what='three instance.recovery on the bus')
     priority, _, last = recoveries.received[-1]
     assert priority == 'info'
     assert (last['uuid'], last['host'], last['episode'],
@@ -183,7 +186,9 @@ def test_ignored_and_rejected_are_shown(setting, masakari, bus, wait_for):
     wait_for(lambda: recovery_column(agent, uuid).startswith('rejected'),
              timeout=10, what='RECOVERY rejected')
 
-    assert recoveries.statuses() == ['accepted', 'ignored', 'rejected']
+    wait_for(lambda: recoveries.statuses() == ['accepted', 'ignored',
+                                               'rejected'],
+             timeout=10, what='three instance.recovery on the bus')
     priority, _, last = recoveries.received[-1]
     assert priority == 'warn'
     assert last['episode'] == 'e-2'
