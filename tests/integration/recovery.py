@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -154,6 +155,21 @@ class VmhaAgent:
             raise services.ServiceError('vmha-agent exited with %s\n%s' % (
                 self._process.returncode, self.log_tail()))
         return self
+
+    def outbox(self, event_type='instance.failure'):
+        """The agent's outbox rows of ``event_type`` (read-only), each a
+        dict with the payload's ``vmha_object.data`` as ``data``."""
+        database = self.base_dir / 'vmha.sqlite'
+        if not database.exists():
+            return []
+        uri = 'file:%s?mode=ro' % database
+        with contextlib.closing(sqlite3.connect(uri, uri=True,
+                                                timeout=30)) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute('SELECT * FROM outbox WHERE event_type = ? '
+                              'ORDER BY seq', (event_type,)).fetchall()
+        return [dict(row, data=json.loads(row['payload'])[
+            'vmha_object.data']) for row in rows]
 
     def stop(self, timeout=30):
         if self._process is None:
