@@ -145,6 +145,31 @@ DESCRIPTIONS = {
             'and `old_state` are one of `discovery`, `healthy`, `error`, '
             '`reported`, `suppressed`; `reason` holds the evidence.'),
     },
+    'instance.recovery': {
+        'priorities': ('INFO', 'WARN'),
+        'when': (
+            'Sent by vmha-masakari-bridge (publisher '
+            '`vmha-masakari-bridge:<its host>`) at each change of what '
+            'Masakari made of a failure it forwarded, once per status and '
+            'in order: `accepted` (Masakari answered 202; its notification '
+            'id is `notification_uuid`), `running`, then one of '
+            '`finished`, `failed` or `ignored` (Masakari\'s own '
+            'outcomes, read by polling `GET /v1/notifications/{id}` with '
+            'a bounded backoff); or `rejected` at once when Masakari '
+            'answered 400 or 409 (`reason` holds its words). Masakari\'s '
+            '`error` counts as `running` while its engine may retry it, '
+            'and as `failed` once it lasted longer than `[bridge] '
+            'recovery_error_timeout`; a recovery with no outcome after '
+            '`[bridge] recovery_give_up` hours is `failed` too, saying '
+            'so. `host` is the compute host of the failure, `episode` its '
+            'failure episode, `took` the seconds from vmha\'s detection to '
+            'this status, `workflow_details` Masakari\'s recovery '
+            'workflow steps (microversion 1.1) when it gave them, else '
+            'null. WARN for `failed` and `rejected`, INFO otherwise. The '
+            'same instance, episode and status always carry the same '
+            'message id, so a re-publication after a bridge restart can '
+            'be dropped.'),
+    },
     'host.connection': {
         'priorities': ('WARN', 'INFO'),
         'when': (

@@ -23,6 +23,7 @@ from vmha.manager import inventory as inventory_lib
 from vmha.manager import metrics as metrics_lib
 from vmha.manager import overrides
 from vmha.manager import rate_limit
+from vmha.manager import recoveries as recoveries_lib
 from vmha.manager import selection
 from vmha.manager import service as service_lib
 from vmha.manager import state
@@ -85,10 +86,11 @@ def build(conf, driver, journal, outbox, sender):
         selector, state_store=store,
         run_blocking=backend.run_blocking)
     listeners.append(keeper)
+    recoveries = recoveries_lib.RecoveryBook(journal)
     inventory = inventory_lib.Inventory(
         driver, store, keeper, selector, guest_monitor=guests,
         audit=audit, run_blocking=backend.run_blocking,
-        heartbeat_monitor=beats)
+        heartbeat_monitor=beats, recoveries=recoveries)
     # Every loop /healthz watches, in the order of its checks.
     loops = [audit] + monitors + ([beats.hub] if beats else []) + (
         [sender] if sender else [])
@@ -108,7 +110,8 @@ def build(conf, driver, journal, outbox, sender):
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
         health=health, metrics=metrics, monitors=monitors,
-        heartbeat_monitor=beats, actions=actions)
+        heartbeat_monitor=beats, actions=actions,
+        recoveries=recoveries)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

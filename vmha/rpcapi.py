@@ -132,6 +132,7 @@ class AgentAPI:
         * 1.0 - initial: list_instances, get_instance, run_audit,
                 set_monitoring, get_status
         * 1.1 - request_action
+        * 1.2 - recovery_changed (a cast, from vmha-masakari-bridge)
 
     :param transport: an oslo.messaging RPC transport (``get_transport``)
     :param timeout: seconds to wait for an answer (default:
@@ -140,7 +141,7 @@ class AgentAPI:
         a release name from ``VERSION_ALIASES`` (default: this client's)
     """
 
-    VERSION = '1.1'
+    VERSION = '1.2'
 
     # The newest API version each vmha release serves, for version_cap
     # while agents are upgraded host by host.
@@ -218,6 +219,20 @@ class AgentAPI:
         return self._call(ctxt, host, 'request_action', {
             'instance': instance, 'action': action, 'vote_only': vote_only},
             version='1.1', call_timeout=timeout)
+
+    def recovery_changed(self, ctxt, host, recovery):
+        """Tell ``host``'s agent what became of one of its failures (a
+        cast: no answer; an agent that is down misses it, and the
+        ``instance.recovery`` notifications stay the record).
+
+        :param recovery: ``{'uuid', 'episode', 'notification_uuid',
+            'status', 'reason', 'took', 'changed_at'}``
+            (``vmha.bridge.follow.as_dict``)
+        """
+        cctxt = self._client.prepare(server=host, version='1.2')
+        _bounded(lambda: cctxt.cast(ctxt, 'recovery_changed',
+                                    recovery=recovery),
+                 self._timeout + GRACE)
 
     def _call(self, ctxt, host, method, kwargs=None, version='1.0',
               call_timeout=None):

@@ -18,6 +18,7 @@ from vmha.objects import heartbeat
 from vmha.objects import host_connection
 from vmha.objects import instance
 from vmha.objects import monitoring
+from vmha.objects import recovery
 
 SAMPLE_DIR = pathlib.Path(__file__).parents[2] / 'doc' / 'notification_samples'
 HOST = 'compute-1'
@@ -58,6 +59,31 @@ BUILDERS = {
         HOST, UUID, 'web-1', False, None, 'maintenance until Friday',
         'user=alice project=ops request_id=req-5c2b1d7e',
         fields.MonitoringChangeSource.RPC, WHEN),
+    'instance-recovery': lambda: recovery.recovery_notification(
+        'controller-1', UUID, HOST, '4c1e7d2a9b3f4e6d8a0b1c2d3e4f5a6b',
+        '0b9e3c6a-2d4f-4e8a-9c1b-7f5d3e2a1c40',
+        fields.RecoveryStatus.FINISHED, WHEN, 41.3,
+        workflow_details=[
+            {'name': 'StopInstanceTask', 'state': 'SUCCESS',
+             'progress': 1.0, 'progress_details': [
+                 {'timestamp': '2026-11-23 16:00:08.109876',
+                  'message': 'Stopping instance: 6f1b8c2e-3f1e-4a47-9a8e-'
+                             '0d4c1f2b3a4c', 'progress': '0.0'},
+                 {'timestamp': '2026-11-23 16:00:09.534121',
+                  'message': "Stopped instance: '6f1b8c2e-3f1e-4a47-9a8e-"
+                             "0d4c1f2b3a4c'", 'progress': '1.0'}]},
+            {'name': 'StartInstanceTask', 'state': 'SUCCESS',
+             'progress': 1.0, 'progress_details': [
+                 {'timestamp': '2026-11-23 16:00:10.771032',
+                  'message': "Starting instance: '6f1b8c2e-3f1e-4a47-9a8e-"
+                             "0d4c1f2b3a4c'", 'progress': '0.0'}]},
+            {'name': 'ConfirmInstanceActiveTask', 'state': 'SUCCESS',
+             'progress': 1.0, 'progress_details': [
+                 {'timestamp': '2026-11-23 16:00:46.552210',
+                  'message': "Instance '6f1b8c2e-3f1e-4a47-9a8e-"
+                             "0d4c1f2b3a4c' is successfully recovered.",
+                  'progress': '1.0'}]},
+        ]),
 }
 
 

@@ -303,6 +303,13 @@ def test_vmha_status_of_a_busy_agent(agents, tmp_path, wait_for):
     RUN_BLOCKING(driver.host.handler.dispatch_pending)
     row = agent.inventory.set_monitoring('batch-1', False, 'maintenance')
     assert row['monitoring'] == 'disabled'
+    # What vmha-masakari-bridge would cast: Masakari's recovery failed,
+    # and db-1 is still down.
+    episode = agent.inventory.instance('db-1')['recovery']['episode']
+    assert agent.recoveries.changed({
+        'uuid': db_1.UUIDString(), 'episode': episode, 'status': 'failed',
+        'reason': 'Masakari reports the recovery failed', 'took': 61.5,
+        'notification_uuid': 'n-1', 'changed_at': 0})
 
     code, out, err = vmha_status(tmp_path, '--url', agent.url)
     assert (code, err) == (0, '')
@@ -310,12 +317,15 @@ def test_vmha_status_of_a_busy_agent(agents, tmp_path, wait_for):
     assert lines[0].startswith('vmha-agent on compute-1: healthy')
     assert lines[1].split() == ['NAME', 'UUID', 'POWER', 'MONITORING',
                                 'GUEST', 'AGENT', 'LAST', 'PING',
-                                'HEARTBEAT', 'LAST', 'DECISION']
+                                'HEARTBEAT', 'LAST', 'DECISION', 'RECOVERY']
     rows = {line.split()[0]: line for line in lines[2:]}
     assert sorted(rows) == ['batch-1', 'db-1', 'web-1']
     assert 'disabled (maintenance)' in rows['batch-1']
     assert 'shutoff_failed' in rows['db-1']
     assert 'qemu_died' in rows['db-1'] and ', open' in rows['db-1']
+    assert rows['db-1'].endswith(
+        'failed: Masakari reports the recovery failed')
+    assert rows['web-1'].endswith(' -')
     assert rows['web-1'].split()[2:4] == ['running', 'monitored']
 
     code, out, _ = vmha_status(tmp_path, '--url', agent.url, '--json')

@@ -248,3 +248,24 @@ def realvm_measure():
         _REALVM_MEASURED.setdefault(label, []).append(seconds)
         return seconds
     return measure
+
+
+@pytest.fixture(scope='module')
+def recovery_services(rabbitmq, libvirtd, tmp_path_factory):
+    """masakari-api (duplicate window 0), masakari-engine and the nova
+    stand-in on the test bed's libvirtd (:class:`recovery.Recovery`),
+    for the tests of a module that asks for the whole recovery loop.
+
+    Only those start an engine: with none, notifications stay ``new``,
+    which the other tests rely on.
+    """
+    import uuid
+
+    from tests.integration import recovery
+
+    host = 'compute-loop-%s' % uuid.uuid4().hex[:6]
+    services_ = recovery.Recovery(tmp_path_factory.mktemp('recovery'),
+                                  rabbitmq.transport_url, host).start()
+    _STARTED['masakari-engine'] = services_.engine
+    yield services_
+    services_.stop()

@@ -140,6 +140,9 @@ class Bridge:
         self.port = services.free_port()
         bridge_options = dict(bridge_options, pool=self.pool,
                               port=self.port)
+        # One state file per bridge (the bridge locks it).
+        bridge_options.setdefault('state_file',
+                                  self.base_dir / 'bridge-state.sqlite')
         self.config_file = self.base_dir / 'bridge.conf'
         self.log_file = self.base_dir / 'bridge.log'
         self.stderr_file = self.base_dir / 'bridge.err'

@@ -379,7 +379,9 @@ class MasakariAPI:
 
     The virtualenv is shared by every session (``.venv-masakari`` at the
     top of the repository); configuration, databases and logs go to
-    ``base_dir``.  No masakari-engine runs: notifications stay ``new``.
+    ``base_dir``.  No masakari-engine runs (unless a
+    :class:`MasakariEngine` is started beside it): notifications stay
+    ``new``.
 
     ``transport_url='fake:/'`` (oslo.messaging's in-process driver) keeps
     the API answering during a broker outage, for tests where only vmha's
@@ -387,9 +389,15 @@ class MasakariAPI:
     """
 
     def __init__(self, base_dir, transport_url, venv_dir=MASAKARI_VENV,
-                 port=None, duplicate_interval=180):
+                 port=None, duplicate_interval=180, rpc_topic=None):
         self.base_dir = pathlib.Path(base_dir)
         self.transport_url = transport_url
+        # masakari-api casts each notification to this topic; an engine
+        # (MasakariEngine) of this API listens on it.  Other sessions'
+        # engines share the broker: a topic of its own per API keeps
+        # their casts apart (the default, ha_engine, would hand this
+        # API's notifications to whichever engine takes them).
+        self.rpc_topic = rpc_topic or 'ha_engine_%s' % uuid.uuid4().hex[:8]
         self.venv_dir = pathlib.Path(venv_dir)
         self.host = '127.0.0.1'
         self.port = port or free_port(self.host)
@@ -469,6 +477,7 @@ masakari_api_workers = 1
 # coordination backend is set; tests want answers at once.
 notification_delay_max = 0
 duplicate_notification_detection_interval = {self.duplicate_interval}
+masakari_topic = {self.rpc_topic}
 log_file = {self.log_file}
 debug = false
 
@@ -660,6 +669,157 @@ lock_path = {self.base_dir / 'locks'}
         """Delete every notification row (tests that count want a blank)."""
         with contextlib.closing(self._db()) as db, db:
             db.execute('DELETE FROM notifications')
+
+
+class MasakariEngine:
+    """masakari-engine 22 beside a :class:`MasakariAPI`: same virtualenv,
+    same configuration file, database and RabbitMQ topic, plus a file of
+    its own for what only the engine reads.
+
+    The engine recovers a VM by calling nova through keystoneauth and
+    novaclient (``os_privileged_user_*``, ``nova_catalog_admin_info``):
+    ``auth_url`` is a Keystone v3 endpoint whose catalog has ``compute``
+    (in the tests, :mod:`tests.integration.nova_standin`).
+
+    Its waits are cut from minutes to seconds, each the real option of
+    masakari 22 (masakari/conf/engine.py, service.py):
+
+    * ``wait_period_after_power_off`` / ``_power_on`` (180 / 60 s): how
+      long the instance flow waits for ``stopped`` / ``active``; it polls
+      every ``verify_interval`` (1 s, the minimum, kept) and goes on as
+      soon as the state is there, so these are only upper bounds.
+    * ``process_unfinished_notifications_interval`` (120 s): the
+      periodic task that retries ``error`` notifications (then marks them
+      ``failed``) and picks up ``new`` ones older than
+      ``retry_notification_new_status_interval`` (60 s), the ones whose
+      RPC cast was lost (no engine listened then).
+    * ``periodic_fuzzy_delay`` (60 s): a random delay before the first
+      periodic run; 0 here.
+    * ``wait_period_after_service_update`` (180 s): host recovery only.
+
+    The periodic task's spacing is read when masakari imports its engine
+    manager, which masakari-engine does after parsing the configuration:
+    the file's value counts.
+    """
+
+    def __init__(self, api, auth_url, username='masakari',
+                 password='masakari', project='service',
+                 wait_after_power_off=30, wait_after_power_on=30,
+                 unfinished_interval=3, new_status_interval=5):
+        self.api = api
+        self.auth_url = auth_url
+        self.username = username
+        self.password = password
+        self.project = project
+        self.wait_after_power_off = wait_after_power_off
+        self.wait_after_power_on = wait_after_power_on
+        self.unfinished_interval = unfinished_interval
+        self.new_status_interval = new_status_interval
+        self.base_dir = api.base_dir
+        self.config_file = self.base_dir / 'masakari-engine.conf'
+        self.log_file = self.base_dir / 'masakari-engine.log'
+        self.stdout_log = self.base_dir / 'masakari-engine.out'
+        self.timings = {}
+        self._process = None
+
+    @property
+    def pid(self):
+        return self._process.pid if self._process else None
+
+    def running(self):
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines=40):
+        return log_tail([self.stdout_log, self.log_file], lines)
+
+    def log_text(self):
+        try:
+            return self.log_file.read_text(errors='replace')
+        except FileNotFoundError:
+            return ''
+
+    def write_config(self):
+        """The engine's own options; the API's file comes first."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(f"""\
+[DEFAULT]
+log_file = {self.log_file}
+host = vmha-it-engine
+os_privileged_user_auth_url = {self.auth_url}
+os_privileged_user_name = {self.username}
+os_privileged_user_password = {self.password}
+os_privileged_user_tenant = {self.project}
+nova_catalog_admin_info = compute:nova:publicURL
+wait_period_after_power_off = {self.wait_after_power_off}
+wait_period_after_power_on = {self.wait_after_power_on}
+wait_period_after_service_update = 5
+process_unfinished_notifications_interval = {self.unfinished_interval}
+retry_notification_new_status_interval = {self.new_status_interval}
+periodic_fuzzy_delay = 0
+
+[keystone_authtoken]
+auth_type = password
+
+[instance_failure]
+process_all_instances = false
+""")
+
+    def consuming(self):
+        """Whether a consumer reads the API's RPC topic queue (the queue
+        oslo.messaging's RPC server declares, named like the topic)."""
+        import kombu
+
+        url = self.api.transport_url.replace('rabbit://', 'amqp://')
+        try:
+            with kombu.Connection(url, connect_timeout=2) as connection, \
+                    connection.channel() as channel:
+                _, _, consumers = channel.queue_declare(
+                    self.api.rpc_topic, passive=True)
+                return consumers > 0
+        except Exception:  # no queue yet (404 closes the channel), no broker
+            return False
+
+    def start(self, timeout=60):
+        """Start masakari-engine; return once it consumes RPC casts."""
+        if self.running():
+            return
+        if not self.api._synced:
+            raise ServiceError('start the MasakariAPI first (db sync)')
+        self.write_config()
+        started = time.monotonic()
+        with open(self.stdout_log, 'a') as out:
+            self._process = subprocess.Popen(
+                [str(self.api._bin('masakari-engine')),
+                 '--config-file', str(self.api.config_file),
+                 '--config-file', str(self.config_file)],
+                stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=foreign_env(),
+                start_new_session=True)
+        if not wait_until(lambda: not self.running() or self.consuming(),
+                          timeout, interval=0.3):
+            self.stop()
+            raise ServiceError('masakari-engine did not start within %ss\n%s'
+                               % (timeout, self.log_tail()))
+        if not self.running():
+            status = self._process.returncode
+            self.stop()
+            raise ServiceError('masakari-engine exited with status %s\n%s'
+                               % (status, self.log_tail()))
+        self.timings['start'] = time.monotonic() - started
+
+    def stop(self, timeout=20):
+        """Stop the engine; casts then wait in its queue on the broker."""
+        stop_process(self._process, timeout)
+        self._process = None
+
+    @contextlib.contextmanager
+    def outage(self):
+        """``with engine.outage(): ...`` runs the block with no engine."""
+        self.stop()
+        try:
+            yield self
+        finally:
+            self.start()
 
 
 def foreign_env():

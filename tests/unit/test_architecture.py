@@ -53,7 +53,7 @@ ALLOWED = {
     'api': {'concurrency', 'conf', 'manager', 'rpcapi'},
     'agent': {'api', 'concurrency', 'conf', 'manager'},
     'bridge': {'api', 'backoff', 'concurrency', 'conf', 'masakari',
-               'notify', 'objects'},
+               'notify', 'objects', 'rpcapi'},
     'demo': {'api', 'concurrency', 'conf', 'manager', 'masakari', 'notify',
              'virt'},
     'cmd': {'agent', 'api', 'backoff', 'bridge', 'concurrency', 'conf',

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -32,7 +33,10 @@ def make_conf(endpoint, **groups):
                                'retry_max': 1, 'retry_interval': 0.01},
                               **groups['masakari'])
     # No HTTP endpoint unless a test asks for one (on a free port).
-    groups['bridge'] = dict({'port': 0}, **groups.get('bridge', {}))
+    # A state file of its own (one bridge per file, locked).
+    groups['bridge'] = dict({'port': 0, 'state_file': os.path.join(
+        tempfile.mkdtemp(prefix='vmha-bridge-'), 'state.sqlite')},
+        **groups.get('bridge', {}))
     return test_sinks.make_conf(**groups)
 
 
@@ -325,7 +329,11 @@ def test_bridge_copies_in_one_pool_share_the_work(
         transport, run_bridge, masakari, wait_for):
     conf = make_conf(masakari.endpoint)
     run_bridge(conf)
-    run_bridge(conf)
+    # The same pool and topic; a state file of its own.
+    other = make_conf(masakari.endpoint)
+    other.set_override('topics', conf.notifications.topics,
+                       group='notifications')
+    run_bridge(other)
     sink = messaging_sink.MessagingSink(conf, transport=transport)
 
     for number in range(6):

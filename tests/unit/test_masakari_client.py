@@ -219,3 +219,58 @@ def test_unusable_options_raise_a_config_error(options, reason):
         masakari_client.MasakariClient.from_conf(conf)
 
     assert reason in str(caught.value)
+
+
+# --- GET /v1/notifications/{id}: following a recovery ------------------------
+
+def test_get_notification_reads_the_status_masakari_keeps(client, masakari):
+    result = client.send_notification(body())
+    got = client.get_notification(result.notification_uuid)
+    assert got['status'] == 'new'
+    assert got['notification_uuid'] == result.notification_uuid
+    assert 'recovery_workflow_details' not in got  # microversion 1.0
+
+    masakari.set_status(result.notification_uuid, 'running')
+    assert client.get_notification(result.notification_uuid)['status'] == \
+        'running'
+    assert masakari.gets[-1] == (result.notification_uuid, None)
+
+
+def test_workflow_details_need_microversion_1_1(client, masakari):
+    result = client.send_notification(body())
+    steps = [{'name': 'StopInstanceTask', 'state': 'SUCCESS',
+              'progress': 1.0, 'progress_details': []}]
+    masakari.set_status(result.notification_uuid, 'finished', steps=steps)
+
+    got = client.get_notification(
+        result.notification_uuid,
+        microversion=masakari_client.WORKFLOW_MICROVERSION)
+
+    assert got['recovery_workflow_details'] == steps
+    assert masakari.gets[-1] == (result.notification_uuid, (1, 1))
+
+
+def test_an_unknown_notification_is_gone(client):
+    with pytest.raises(masakari_client.NotificationGone,
+                       match='could not be found'):
+        client.get_notification('00000000-0000-0000-0000-000000000000')
+
+
+@pytest.mark.parametrize('answer', [500, 503, 'drop'])
+def test_get_failures_raise_unavailable_without_retrying(
+        client, masakari, waits, answer):
+    result = client.send_notification(body())
+    masakari.get_script.append(answer)
+
+    with pytest.raises(masakari_client.MasakariUnavailable):
+        client.get_notification(result.notification_uuid)
+
+    assert waits == []  # one attempt: the follower backs off itself
+    assert len(masakari.gets) == 1
+
+
+def test_an_unreachable_masakari_is_unavailable_for_gets():
+    client = masakari_client.MasakariClient.from_conf(make_conf(
+        'http://127.0.0.1:%d/v1' % fake_masakari.unused_port()))
+    with pytest.raises(masakari_client.MasakariUnavailable):
+        client.get_notification('00000000-0000-0000-0000-000000000000')

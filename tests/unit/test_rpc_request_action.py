@@ -109,5 +109,5 @@ def test_unknown_action_and_instance(setup):
 
 
 def test_the_endpoint_serves_1_1():
-    assert rpc_api.AgentEndpoint.target.version == '1.1'
-    assert rpcapi.AgentAPI.VERSION == '1.1'
+    assert rpc_api.AgentEndpoint.target.version == '1.2'
+    assert rpcapi.AgentAPI.VERSION == '1.2'

@@ -58,7 +58,7 @@ class AgentEndpoint:
     # The newest version this endpoint serves (history in
     # rpcapi.AgentAPI); it serves every 1.x before it too.
     target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
-                                   version='1.1')
+                                   version='1.2')
 
     def __init__(self, service, backend, allow_changes=True):
         self._service = service
@@ -126,6 +126,14 @@ class AgentEndpoint:
         found = self._service.inventory.instance(instance)
         return runner.request(found['uuid'], found['name'], row.action,
                               vote_only=vote_only, requested_by=who)
+
+    def recovery_changed(self, ctxt, recovery):
+        """1.2: what the bridge learnt from Masakari about a failure of
+        this host (a cast); bad input is logged and dropped."""
+        recoveries = getattr(self._service, 'recoveries', None)
+        if recoveries is None:
+            return
+        recoveries.changed(recovery)
 
     def _run_audit(self, timeout):
         """Request an audit and wait until one that started after the

@@ -7,7 +7,7 @@ and returns text: one health line, then one row per domain.
 import datetime
 
 COLUMNS = ('NAME', 'UUID', 'POWER', 'MONITORING', 'GUEST AGENT',
-           'LAST PING', 'HEARTBEAT', 'LAST DECISION')
+           'LAST PING', 'HEARTBEAT', 'LAST DECISION', 'RECOVERY')
 
 
 def health_line(status):
@@ -82,7 +82,21 @@ def _cells(row, now):
             decision += ', open'
     return (row.get('name') or '-', row.get('uuid') or '-', power,
             monitoring, row.get('guest_agent') or '-', ping,
-            row.get('heartbeat') or '-', decision)
+            row.get('heartbeat') or '-', decision,
+            recovery_cell(row.get('recovery')))
+
+
+def recovery_cell(recovery):
+    """accepted / running / finished 14.2s / failed: reason / ignored /
+    rejected: reason; '-' when Masakari has said nothing (yet)."""
+    if not recovery or not recovery.get('status'):
+        return '-'
+    status = recovery['status']
+    if status == 'finished' and recovery.get('took') is not None:
+        return 'finished %.1fs' % recovery['took']
+    if status in ('failed', 'rejected') and recovery.get('reason'):
+        return '%s: %s' % (status, recovery['reason'])
+    return status
 
 
 def _ago(text, now):

@@ -13,7 +13,8 @@ additions: it keeps count of what it holds (``stats``, behind /healthz),
 and its ``BridgeDispatcher`` drops a notification whose priority is not
 one (oslo.messaging's own would raise on it and requeue it for ever, a
 traceback each time) with one line through ``logs.Drops``.
-``service.BridgeService`` puts the pieces together.
+``service.BridgeService`` puts the pieces together; ``follow`` follows
+each forwarded failure to its outcome (``instance.recovery``).
 """
 
 import collections

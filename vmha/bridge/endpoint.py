@@ -108,16 +108,20 @@ class MasakariEndpoint:
     :param forwarded_ids: a ``ForwardedIds``
     :param drops: a ``logs.Drops`` (bad messages, duplicates)
     :param metrics: a ``BridgeMetrics`` (requeues)
+    :param follower: a ``follow.Follower`` told of every answer (202,
+        400, 409), to follow the recovery; None follows nothing
     """
 
-    def __init__(self, client, forwarded_ids, drops, metrics):
+    def __init__(self, client, forwarded_ids, drops, metrics, follower=None):
         self._client = client
         self._forwarded_ids = forwarded_ids
         self._drops = drops
         self._metrics = metrics
+        self._on_answer = follower.on_answer if follower else None
 
     @classmethod
-    def from_conf(cls, conf, client=None, drops=None, metrics=None):
+    def from_conf(cls, conf, client=None, drops=None, metrics=None,
+                  follower=None):
         metrics = metrics or bridge_metrics.BridgeMetrics()
         return cls(client or masakari_client.MasakariClient.from_conf(
                        conf, on_request=metrics.observe_request),
@@ -125,7 +129,7 @@ class MasakariEndpoint:
                                 conf.bridge.dedupe_window),
                    drops or logs.Drops(conf.bridge.bad_message_log_rate,
                                        metrics),
-                   metrics)
+                   metrics, follower)
 
     def error(self, ctxt, publisher_id, event_type, payload, metadata):
         message_id = (metadata or {}).get('message_id')
@@ -173,7 +177,8 @@ class MasakariEndpoint:
 
     def _forward(self, message_id, event_type, payload):
         try:
-            masakari.forward(self._client, message_id, event_type, payload)
+            masakari.forward(self._client, message_id, event_type, payload,
+                             on_answer=self._on_answer)
         except masakari_client.MasakariUnavailable:
             # forward() logged it; the broker redelivers it
             self._metrics.requeued.inc()

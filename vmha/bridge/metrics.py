@@ -22,6 +22,10 @@ REJECTED_STATUSES = (400, 409)
 #: ``vmha_bridge_bad_messages_total`` kinds.
 BAD_MESSAGE_KINDS = ('undecodable', 'invalid', 'malformed')
 
+#: ``vmha_bridge_recoveries_total`` outcomes (``RecoveryStatus.ALL``).
+RECOVERY_OUTCOMES = ('accepted', 'running', 'finished', 'failed', 'ignored',
+                     'rejected')
+
 CONTENT_TYPE = exposition.CONTENT_TYPE_LATEST
 
 
@@ -58,6 +62,17 @@ class BridgeMetrics:
         self.duplicates = prometheus_client.Counter(
             'vmha_bridge_duplicates', 'Redeliveries of a message already '
             'handled, skipped.', registry=self.registry)
+        self.recoveries = prometheus_client.Counter(
+            'vmha_bridge_recoveries', 'Changes of a followed recovery '
+            'published as instance.recovery, by outcome (accepted, '
+            'running, finished, failed, ignored, rejected).', ['outcome'],
+            registry=self.registry)
+        self.polls = prometheus_client.Counter(
+            'vmha_bridge_recovery_polls', 'Looks at a recovery '
+            '(GET /v1/notifications/{id}), by answer (ok, or the HTTP '
+            'status, or none).', ['answer'], registry=self.registry)
+        for outcome in RECOVERY_OUTCOMES:
+            self.recoveries.labels(outcome)
         # Every series from the start: a rate() over a counter that
         # appears on its first increment misses that increment.
         for status in REJECTED_STATUSES:
@@ -74,6 +89,15 @@ class BridgeMetrics:
             self.forwarded.inc()
         elif status in REJECTED_STATUSES:
             self.rejected.labels(str(status)).inc()
+
+    def observe_recovery(self, status):
+        """One published change of a followed recovery."""
+        self.recoveries.labels(status).inc()
+
+    def observe_poll(self, status, seconds):
+        """One ``GET /v1/notifications/{id}`` (the client's ``on_get``)."""
+        self.polls.labels('ok' if status is not None and 200 <= status < 300
+                          else str(status or 'none')).inc()
 
     def watch(self, health):
         """Expose what ``health`` (a ``BridgeHealth``) reads."""

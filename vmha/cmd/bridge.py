@@ -44,6 +44,7 @@ def main(argv=None):
 
     from vmha import concurrency
     from vmha.api import http
+    from vmha.bridge import recovery_store
     from vmha.bridge import service as bridge_service
     from vmha.masakari import client as masakari_client
 
@@ -58,7 +59,8 @@ def main(argv=None):
     try:
         service = bridge_service.BridgeService(
             conf, transport, concurrency.get('threading'))
-    except masakari_client.MasakariConfigError as error:
+    except (masakari_client.MasakariConfigError,
+            recovery_store.StateFileError) as error:
         sys.stderr.write('%s: configuration error: %s\n' % (PROG, error))
         transport.cleanup()
         return 2

@@ -1,5 +1,6 @@
 """Options of the [bridge] group: vmha-masakari-bridge, its duplicate
-memory, its local HTTP endpoint and the bounds behind its /healthz."""
+memory, its local HTTP endpoint, the bounds behind its /healthz, and how
+it follows each forwarded failure to its recovery."""
 
 from oslo_config import cfg
 
@@ -144,6 +145,74 @@ dropped with one WARNING line naming what is known of it.  Beyond this
 many lines in a minute the bridge only counts them, and says once how
 many it did not log; ``vmha_bridge_bad_messages_total`` counts them all.
 A broken or hostile publisher thus cannot fill the disk.
+"""),
+    cfg.StrOpt('state_file',
+               default='/var/lib/vmha/bridge-recoveries.sqlite',
+               help="""
+SQLite file where the bridge keeps the recoveries it follows.
+
+Masakari's notification id of every failure the bridge forwarded, and
+what Masakari last said about it, so that a restarted bridge goes on
+following them.  One file per bridge copy: a copy that finds the file
+locked by another one refuses to start.  Each copy follows the failures
+it forwarded.
+"""),
+    cfg.FloatOpt('recovery_poll_interval',
+                 default=2.0,
+                 min=0.1,
+                 help="""
+Seconds from Masakari's 202 to the first look at the recovery
+(``GET /v1/notifications/{id}``), and after each change.
+
+Each look that sees no change (or fails) doubles the wait, up to
+``recovery_poll_max_interval``.
+
+Related options:
+
+* ``recovery_poll_max_interval``
+"""),
+    cfg.FloatOpt('recovery_poll_max_interval',
+                 default=60.0,
+                 min=0.1,
+                 help="""
+Longest wait between two looks at one recovery.
+
+Related options:
+
+* ``recovery_poll_interval``
+"""),
+    cfg.FloatOpt('recovery_give_up',
+                 default=6.0,
+                 min=0.0,
+                 help="""
+Hours after which a recovery without an outcome is no longer followed.
+
+The bridge then publishes ``instance.recovery`` ``failed``, saying that
+Masakari gave no outcome in time.  masakari-engine itself marks a
+notification that stays running or in error for
+``notifications_expired_interval`` (24 h) failed.
+"""),
+    cfg.FloatOpt('recovery_error_timeout',
+                 default=300.0,
+                 min=0.0,
+                 help="""
+Seconds Masakari may report a recovery in ``error`` before the bridge
+takes it as failed.
+
+masakari-engine retries an errored notification from a periodic task
+(``process_unfinished_notifications_interval``, 120 s) and marks it
+failed itself when the retry errors too; an error that lasts longer than
+two of its periods means no engine retries it.
+"""),
+    cfg.BoolOpt('tell_agents',
+                default=True,
+                help="""
+Tell the failed VM's vmha-agent about each change of its recovery, by an
+RPC cast on ``[DEFAULT] transport_url`` (topic ``vmha-agent``, server:
+the agent's host), so that ``vmha-status`` shows it.
+
+Needs ``[DEFAULT] transport_url`` and agents with ``[rpc] enabled``.
+The ``instance.recovery`` notifications are published either way.
 """),
 ]
 

@@ -157,6 +157,25 @@ MIGRATIONS = [
                booted_at REAL,
                actions TEXT NOT NULL DEFAULT '[]')""",
     ]),
+    ('the recovery of each failure episode', [
+        # One row per failure episode, kept once it closes: when vmha
+        # detected it, what Masakari made of it (from vmha-masakari-
+        # bridge: accepted, running, finished, failed, ignored, rejected)
+        # and when the domain ran again (recovered_at - detected_at is
+        # the time to recovery seen from this host).
+        """CREATE TABLE recovery (
+               episode TEXT PRIMARY KEY,
+               uuid TEXT NOT NULL,
+               cause TEXT,
+               detected_at REAL NOT NULL,
+               status TEXT,
+               reason TEXT,
+               notification_uuid TEXT,
+               took REAL,
+               status_at REAL,
+               recovered_at REAL)""",
+        'CREATE INDEX recovery_by_uuid ON recovery (uuid, detected_at)',
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -237,7 +237,7 @@ class PowerStateAudit(supervision.SupervisedLoop):
                 _closes_when_running(row):
             LOG.info('%s (%s) runs again: failure episode (%s) closed',
                      info.name, info.uuid, row.failure_cause)
-            self._store.close_failure(tx, info.uuid)
+            self._store.close_failure(tx, info.uuid, self._clock())
         if row is None:
             return 0  # first sight: recorded, never reported
         verdict = decisions.from_state(info.state_reason)

@@ -172,7 +172,7 @@ class Reporter:
         (an episode of another cause is not the caller's to close)."""
         row = self.store.get(tx, uuid)
         if row is not None and row.failure_cause == cause:
-            self.store.close_failure(tx, uuid)
+            self.store.close_failure(tx, uuid, self.clock())
 
     def send(self, tx, notification):
         """Queue a notification object for delivery."""
@@ -384,7 +384,7 @@ class FailureMonitor:
                     and row.failure_cause:
                 LOG.info('%s (%s) runs again: failure episode (%s) closed',
                          event.name, event.uuid, row.failure_cause)
-                self._store.close_failure(tx, event.uuid)
+                self._store.close_failure(tx, event.uuid, now)
         self._outbox.add(tx, instance.lifecycle_notification(
             self._reporter.host, event.uuid, event.name,
             power_state.STATE_MAP[power], event.transition_name,

@@ -38,12 +38,13 @@ class Inventory:
     :param audit: the ``PowerStateAudit`` (run after re-enabling), or None
     :param run_blocking: the backend's way to make a libvirt call
     :param clock: the guest monitor's monotonic clock
+    :param recoveries: the ``recoveries.RecoveryBook``, or None
     """
 
     def __init__(self, driver, store, overrides, selector,
                  guest_monitor=None, audit=None, run_blocking=None,
                  clock=time.monotonic, wall=time.time,
-                 heartbeat_monitor=None):
+                 heartbeat_monitor=None, recoveries=None):
         self._driver = driver
         self._store = store
         self._overrides = overrides
@@ -54,6 +55,7 @@ class Inventory:
         self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._clock = clock
         self._wall = wall
+        self._recoveries = recoveries
 
     def load(self):
         """Apply the operator choices the journal holds (at start-up)."""
@@ -77,9 +79,14 @@ class Inventory:
         beats = {}
         if self._heartbeat_monitor is not None:
             beats = {b['uuid']: b for b in self._heartbeat_monitor.status()}
+        recoveries = {}
+        if self._recoveries is not None:
+            recoveries = self._recoveries.latest()
         rows = [self._row(uuid, name, power, reason, known.get(uuid),
                           guests.get(uuid), source, beats.get(uuid))
                 for uuid, name, power, reason in infos]
+        for row in rows:
+            row['recovery'] = recoveries.get(row['uuid'])
         return sorted(rows, key=lambda row: (row['name'], row['uuid']))
 
     def instance(self, key):

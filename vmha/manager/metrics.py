@@ -129,6 +129,7 @@ class ServiceCollector:
         yield _counter('vmha_libvirt_reconnects', 'Times the libvirt '
                        'connection was restored.', connection.reconnects)
         yield from self._decisions()
+        yield from self._recoveries()
         yield from self._delivery()
         yield from self._instances()
         yield from self._heartbeat()
@@ -172,6 +173,19 @@ class ServiceCollector:
             for reason, count in sorted(limiter.suppressed_total.items()):
                 family.add_metric([reason], count)
             yield family
+
+    def _recoveries(self):
+        book = getattr(self._service, 'recoveries', None)
+        if book is None:
+            return
+        family = core.CounterMetricFamily(
+            'vmha_recoveries', 'Changes of this host\'s failure recoveries '
+            'vmha-masakari-bridge reported from Masakari, by outcome '
+            '(accepted, running, finished, failed, ignored, rejected).',
+            labels=['outcome'])
+        for outcome, count in sorted(book.outcomes.items()):
+            family.add_metric([outcome], count)
+        yield family
 
     def _delivery(self):
         sender = self._service.sender

@@ -31,6 +31,7 @@ class AgentService:
     :param guest_monitor: the ``GuestAgentMonitor``, or None
     :param heartbeat_monitor: the ``HeartbeatMonitor``, or None (it is
         in ``monitors`` too; this is for the actions and the metrics)
+    :param recoveries: the ``recoveries.RecoveryBook``, or None
     :param monitors: every ``monitor.Monitor`` to start and stop (by
         default the guest-agent monitor)
     :param actions: the ``action_runner.ActionRunner`` (lifecycle
@@ -40,7 +41,7 @@ class AgentService:
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
                  guest_monitor=None, reporter=None, inventory=None,
                  health=None, metrics=None, monitors=None,
-                 heartbeat_monitor=None, actions=None):
+                 heartbeat_monitor=None, actions=None, recoveries=None):
         self.driver = driver
         self.host = host
         self.sender = sender
@@ -52,6 +53,8 @@ class AgentService:
         self.health = health
         self.metrics = metrics
         self.actions = actions
+        # What the bridge told of Masakari's recoveries (RPC 1.2).
+        self.recoveries = recoveries
         # The monitor.Monitor s: started after the audit, stopped in
         # reverse before the driver's cleanup (see vmha.manager.monitor).
         if monitors is None:

@@ -17,6 +17,7 @@ the state change and the notification it causes commit together.
 """
 
 import collections
+import time
 
 DomainState = collections.namedtuple(
     'DomainState', ['uuid', 'name', 'power_state', 'state_reason',
@@ -78,6 +79,10 @@ class StateStore:
         tx.execute('UPDATE domain_state SET failure_cause = ?, '
                    'failure_reported_at = ?, failure_episode = ? '
                    'WHERE uuid = ?', (cause, when, episode, uuid))
+        # The episode's recovery row (vmha.manager.recoveries).
+        tx.execute('INSERT INTO recovery (episode, uuid, cause, detected_at) '
+                   'VALUES (?, ?, ?, ?) ON CONFLICT (episode) DO NOTHING',
+                   (episode, uuid, cause, when))
 
     def note_decision(self, tx, uuid, cause, when):
         """Remember the last failure reported, for status (it stays once
@@ -85,7 +90,15 @@ class StateStore:
         tx.execute('UPDATE domain_state SET last_decision = ?, '
                    'last_decision_at = ? WHERE uuid = ?', (cause, when, uuid))
 
-    def close_failure(self, tx, uuid):
+    def close_failure(self, tx, uuid, when=None):
+        """Close the open episode: the domain runs again (``when``, wall
+        clock; now if None), which its recovery row records."""
+        row = self.get(tx, uuid)
+        if row is not None and row.failure_episode:
+            tx.execute('UPDATE recovery SET recovered_at = ? WHERE '
+                       'episode = ? AND recovered_at IS NULL',
+                       (time.time() if when is None else when,
+                        row.failure_episode))
         tx.execute('UPDATE domain_state SET failure_cause = NULL, '
                    'failure_reported_at = NULL, failure_episode = NULL '
                    'WHERE uuid = ?', (uuid,))

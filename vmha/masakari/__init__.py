@@ -31,12 +31,17 @@ _DUPLICATE_HINT = (
     'one, which Masakari will not recover)')
 
 
-def forward(client, message_id, event_type, payload):
+def forward(client, message_id, event_type, payload, on_answer=None):
     """Send one notification to Masakari if it is a failure it recovers.
 
     Every outcome is logged with the message id and, where known, the
     instance.  Only ``MasakariUnavailable`` leaves the notification
     undelivered; every returned outcome is final.
+
+    :param on_answer: ``callable(data, result)`` once Masakari accepted
+        or rejected the failure (``data``: the payload's data fields,
+        ``result``: the client's ``Result``), before this returns; the
+        bridge follows the recovery from there
 
     :returns: IGNORED, MALFORMED, NOT_RECOVERABLE, ACCEPTED or REJECTED
     :raises vmha.masakari.client.MasakariUnavailable: Masakari did not
@@ -67,6 +72,8 @@ def forward(client, message_id, event_type, payload):
                   data['uuid'], data['host'], message_id, error)
         raise
     episode = data.get('episode')
+    if on_answer is not None:
+        on_answer(data, result)
     if result.accepted:
         LOG.info('Masakari accepted the failure of instance %s on %s '
                  '(%s/%s, cause %s, episode %s; notification %s, Masakari '

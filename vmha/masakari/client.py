@@ -1,4 +1,5 @@
-"""A small client for Masakari's ``POST /v1/notifications``.
+"""A small client for Masakari's ``POST /v1/notifications`` (and the
+``GET /v1/notifications/{id}`` that follows a recovery).
 
 Built on a keystoneauth1 ``Adapter`` rather than openstacksdk's
 ``instance_ha`` proxy: vmha needs the HTTP status and Masakari's own reason
@@ -68,6 +69,18 @@ class MasakariUnavailable(Exception):
         self.attempts = attempts
 
 
+class NotificationGone(Exception):
+    """Masakari has no notification with that id (404): purged, or
+    another Masakari."""
+
+
+#: The microversion whose ``GET /notifications/{id}`` adds
+#: ``recovery_workflow_details``.  masakari-api asks the engine for them
+#: over RPC, so without a running engine that GET fails (500, after the
+#: API's RPC timeout) while the plain one still answers from the database.
+WORKFLOW_MICROVERSION = '1.1'
+
+
 class Result:
     """What Masakari answered to one notification.
 
@@ -120,22 +133,25 @@ class MasakariClient:
         request (status None when there was no answer), for metrics; it
         must not raise
     :param clock: what ``on_request``'s seconds are measured with
+    :param on_get: ``callable(status, seconds)`` after every
+        ``get_notification`` (the follow-up polls), for metrics
     """
 
     def __init__(self, adapter, retry_max=3, retry_interval=2.0,
                  headers=None, sleep=time.sleep, on_request=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, on_get=None):
         self._adapter = adapter
         self._retry_max = retry_max
         self._retry_interval = retry_interval
         self._headers = dict(headers or {})
         self._sleep = sleep
         self._on_request = on_request
+        self._on_get = on_get
         self._clock = clock
 
     @classmethod
     def from_conf(cls, conf, group='masakari', sleep=time.sleep,
-                  on_request=None):
+                  on_request=None, on_get=None):
         """A client configured by ``conf``'s ``[group]`` options.
 
         :raises MasakariConfigError: the options cannot work (no auth and
@@ -171,7 +187,7 @@ class MasakariClient:
             raise MasakariConfigError('[%s] %s' % (group, error)) from error
         return cls(adapter, retry_max=options.retry_max,
                    retry_interval=options.retry_interval, headers=headers,
-                   sleep=sleep, on_request=on_request)
+                   sleep=sleep, on_request=on_request, on_get=on_get)
 
     def send_notification(self, body):
         """POST one notification body, retrying what may succeed later.
@@ -201,6 +217,49 @@ class MasakariClient:
                 continue
             result.attempts = attempt
             return result
+
+    def get_notification(self, notification_uuid, microversion=None):
+        """``GET /notifications/{id}``: Masakari's notification dict.
+
+        One attempt, no retries: the caller polls again later, with its
+        own backoff.  ``microversion`` '1.1' (``WORKFLOW_MICROVERSION``)
+        adds ``recovery_workflow_details``.
+
+        :raises NotificationGone: 404
+        :raises MasakariUnavailable: no answer, another status, or a body
+            without a notification
+        """
+        headers = dict(self._headers)
+        if microversion:
+            headers['OpenStack-API-Version'] = 'instance-ha %s' % microversion
+        started = self._clock()
+        status = None
+        try:
+            try:
+                response = self._adapter.get(
+                    '/notifications/%s' % notification_uuid,
+                    headers=headers, raise_exc=False)
+            except ks_exceptions.ClientException as error:
+                raise MasakariUnavailable('%s: %s' % (type(error).__name__,
+                                                      error)) from None
+            status = response.status_code
+            if status == 404:
+                raise NotificationGone(_reason(response))
+            if not 200 <= status < 300:
+                raise MasakariUnavailable('HTTP %d: %s'
+                                          % (status, _reason(response)),
+                                          status)
+            document = _json(response)
+            notification = (document.get('notification')
+                            if isinstance(document, dict) else None)
+            if not isinstance(notification, dict):
+                raise MasakariUnavailable(
+                    'HTTP %d without a notification in the body' % status,
+                    status)
+            return notification
+        finally:
+            if self._on_get is not None:
+                self._on_get(status, self._clock() - started)
 
     def _timed_post(self, body, attempt):
         if self._on_request is None:

@@ -15,3 +15,4 @@ def register_all():
     __import__('vmha.objects.instance')
     __import__('vmha.objects.monitoring')
     __import__('vmha.objects.notification')
+    __import__('vmha.objects.recovery')

@@ -7,6 +7,8 @@ BooleanField = fields.BooleanField
 DateTimeField = fields.DateTimeField
 FloatField = fields.FloatField
 IntegerField = fields.IntegerField
+ListOfDictOfNullableStringsField = fields.ListOfDictOfNullableStringsField
+ListOfObjectsField = fields.ListOfObjectsField
 ObjectField = fields.ObjectField
 StringField = fields.StringField
 UUIDField = fields.UUIDField
@@ -172,3 +174,31 @@ class ActionResult(fields.Enum):
 
 class ActionResultField(fields.BaseEnumField):
     AUTO_TYPE = ActionResult()
+
+
+class RecoveryStatus(fields.Enum):
+    """What became of a failure vmha-masakari-bridge forwarded to Masakari.
+
+    accepted: Masakari took it (202), its engine has not started on it;
+    running: the engine is on it (Masakari says running, or error with a
+    retry to come); finished, failed, ignored: Masakari's own outcomes;
+    rejected: Masakari refused it (400, 409), so there is no recovery.
+    """
+
+    ACCEPTED = 'accepted'
+    RUNNING = 'running'
+    FINISHED = 'finished'
+    FAILED = 'failed'
+    IGNORED = 'ignored'
+    REJECTED = 'rejected'
+
+    ALL = (ACCEPTED, RUNNING, FINISHED, FAILED, IGNORED, REJECTED)
+    #: Outcomes after which nothing changes any more.
+    FINAL = (FINISHED, FAILED, IGNORED, REJECTED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class RecoveryStatusField(fields.BaseEnumField):
+    AUTO_TYPE = RecoveryStatus()
