@@ -371,6 +371,33 @@ def test_a_guest_reboot_re_registers_without_a_failure(host):
     assert host.state_of(dom) == 'enabled'
 
 
+def test_a_pause_after_a_reboot_whose_client_exited_first_resumes(host):
+    """Regression (real VM): a graceful reboot stops the guest's client
+    (``exit``) before libvirt's REBOOT event; the guest registering
+    again must end the reboot's wait in the monitor too, or a later
+    pause and unpause leaves the heartbeat paused (no challenge, and an
+    unpause's post-notification never reaches the guest)."""
+    dom = host.vm()
+    guest = host.register(dom)
+    guest.exit('vmha-guest stopping')
+    host.pump(lambda: host.state_of(dom) == 'exited', 'exited')
+    host.fire(dom, REBOOT)
+    host.step(1.0)
+    guest.seq = 0  # a new client process after the boot
+    guest = host.register(dom)
+    host.run(dom, 3)
+    assert host.state_of(dom) == 'enabled'
+    dom.suspend()
+    host.driver.host.handler.dispatch_pending()
+    host.pump(lambda: host.state_of(dom) == 'paused', 'paused')
+    dom.resume()
+    host.driver.host.handler.dispatch_pending()
+    host.pump(lambda: guest.answer() is not None, 'a fresh challenge')
+    host.pump(lambda: host.state_of(dom) == 'enabled', 'enabled again')
+    host.run(dom, 3)
+    assert host.failures() == []
+
+
 def test_a_connection_reset_reconnects_and_is_no_failure(host):
     dom = host.vm()
     guest = host.register(dom)

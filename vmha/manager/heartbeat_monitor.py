@@ -692,8 +692,12 @@ class HeartbeatMonitor(monitor.Monitor):
             guest.action = granted.get('corrective_action')
         if new == State.ENABLING and change.old != State.PAUSED:
             guest.registered_at = self._wall()
-        if change.old == State.PAUSED and new != State.PAUSED:
+        if (change.old == State.PAUSED and new != State.PAUSED) or (
+                new == State.ENABLING):
             # Registered again, or the hold ran out: what waited is over.
+            # A registration ends it from any state: a reboot's client
+            # says ``exit`` before libvirt's REBOOT event comes, so the
+            # new boot registers from ``exited``, not ``paused``.
             for reason in tracker.ENDED_BY_INIT:
                 guest.pauses.pop(reason, None)
             guest.session_paused = None
