@@ -54,7 +54,9 @@ DESCRIPTIONS = {
             'while the agent was away: `LIFECYCLE` / `UNDEFINED_UNSEEN`), '
             'and the bridge ignores it. `cause` (one of `qemu_died`, '
             '`guest_panic`, `io_error`, `watchdog`, `control_error`, '
-            '`guest_hung`, `vanished`) and `evidence` keep the real '
+            '`guest_hung`, `vanished`, `crashed`, `postcopy_failed`: a '
+            'live migration failed after its switch to post-copy, the '
+            'VM cannot run on either host) and `evidence` keep the real '
             'cause. `episode` names the failure episode a recoverable '
             'failure opened: a resend carries the same id, a new failure '
             'of the instance a new one (null for a failure Masakari does '
@@ -92,6 +94,28 @@ DESCRIPTIONS = {
             'this host) or `vanished` (the audit found it gone): the '
             'last two drop the choice. WARN when monitoring is turned '
             'off, INFO otherwise.'),
+    },
+    'instance.migration': {
+        'priorities': ('INFO', 'ERROR'),
+        'when': (
+            'A live migration of an instance, seen from this host '
+            '(`direction` `outgoing` on the source, `incoming` on the '
+            'destination), whoever started it. `phase` `start` when it '
+            'is first seen, `progress` when a memory iteration begins, '
+            'when it switches to post-copy, or when vmha acts on it '
+            '(`action`: `set_downtime` for a downtime step of a migration '
+            'vmha drives, `abort`, `force_complete_postcopy` or '
+            '`pause_guest` past the completion timeout or when stalled, '
+            'an operator\'s task; `reason` says why), `end` when it '
+            'completed, `error` (ERROR) when it failed or was aborted: '
+            '`action` `resume_source` when vmha resumed a source the '
+            'failure left paused. The figures are libvirt\'s job '
+            'statistics on the source (null on the destination); '
+            '`downtime_ms` is the maximum downtime vmha last set; '
+            '`destination` is known for migrations vmha drives '
+            '(`driven`). Information only: a failed post-copy migration '
+            'is reported by an `instance.failure` with cause '
+            '`postcopy_failed`.'),
     },
     'guest.health': {
         'priorities': ('INFO', 'WARN', 'ERROR'),

@@ -15,6 +15,7 @@ from vmha.objects import fields
 from vmha.objects import guest_health
 from vmha.objects import host_connection
 from vmha.objects import instance
+from vmha.objects import migration
 from vmha.objects import monitoring
 
 SAMPLE_DIR = pathlib.Path(__file__).parents[2] / 'doc' / 'notification_samples'
@@ -45,6 +46,14 @@ BUILDERS = {
         HOST, UUID, 'web-1', False, None, 'maintenance until Friday',
         'user=alice project=ops request_id=req-5c2b1d7e',
         fields.MonitoringChangeSource.RPC, WHEN),
+    'instance-migration': lambda: migration.migration_notification(
+        HOST, UUID, 'web-1', fields.MigrationPhase.PROGRESS,
+        fields.MigrationDirection.OUTGOING, WHEN,
+        destination='qemu+tls://compute-2/system', driven=True,
+        stats={'data_total': 4294967296, 'data_processed': 2705326080,
+               'data_remaining': 1589641216,
+               'memory_dirty_rate': 52428800, 'iteration': 3},
+        downtime_ms=95, action='set_downtime', reason='downtime_step'),
 }
 
 

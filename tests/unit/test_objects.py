@@ -25,9 +25,11 @@ EXPECTED_HASHES = {
     'HostConnectionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'HostConnectionPayload': '1.0-5cd5379569033ed8cc7bdcfaa85c17ce',
     'InstanceFailureNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
-    'InstanceFailurePayload': '1.2-c9c9127c403fe645bac33c6109bf768e',
+    'InstanceFailurePayload': '1.3-20168a39f1479a8749ee68d256ebe4e5',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
+    'InstanceMigrationNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceMigrationPayload': '1.0-52206216c8b070def9658f0cc748dc5f',
     'InstanceMonitoringNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceMonitoringPayload': '1.0-1fbd713d2913b92dcefca72dc5c96274',
     'NotificationPublisher': '1.0-578ee5fea2922ff32e8917621f140857',
@@ -36,8 +38,8 @@ EXPECTED_HASHES = {
 # A notification's hash does not see which payload class it holds: pin
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
-                    'InstanceFailure': '1.2', 'InstanceLifecycle': '1.0',
-                    'InstanceMonitoring': '1.0'}
+                    'InstanceFailure': '1.3', 'InstanceLifecycle': '1.0',
+                    'InstanceMigration': '1.0', 'InstanceMonitoring': '1.0'}
 EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': version, 'EventType': '1.0',
                             'NotificationPublisher': '1.0'}

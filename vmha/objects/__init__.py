@@ -11,5 +11,6 @@ def register_all():
     __import__('vmha.objects.guest_health')
     __import__('vmha.objects.host_connection')
     __import__('vmha.objects.instance')
+    __import__('vmha.objects.migration')
     __import__('vmha.objects.monitoring')
     __import__('vmha.objects.notification')

@@ -45,9 +45,12 @@ class FailureCause(fields.Enum):
     # libvirt says "crashed" but no guest panic was seen: QEMU was killed
     # while libvirtd was away, say, or the guest crashed without pvpanic.
     CRASHED = 'crashed'
+    # A live migration failed after its switch to post-copy: the guest's
+    # memory is split between the two hosts, it cannot run on either.
+    POSTCOPY_FAILED = 'postcopy_failed'
 
     ALL = (QEMU_DIED, GUEST_PANIC, IO_ERROR, WATCHDOG, CONTROL_ERROR,
-           GUEST_HUNG, VANISHED, CRASHED)
+           GUEST_HUNG, VANISHED, CRASHED, POSTCOPY_FAILED)
 
     def __init__(self):
         super().__init__(valid_values=self.ALL)
@@ -106,3 +109,35 @@ class MonitoringChangeSource(fields.Enum):
 
 class MonitoringChangeSourceField(fields.BaseEnumField):
     AUTO_TYPE = MonitoringChangeSource()
+
+
+class MigrationPhase(fields.Enum):
+    """Where a live migration is, as ``instance.migration`` says."""
+
+    START = 'start'
+    PROGRESS = 'progress'
+    END = 'end'  # completed
+    ERROR = 'error'  # failed, aborted or timed out
+
+    ALL = (START, PROGRESS, END, ERROR)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class MigrationPhaseField(fields.BaseEnumField):
+    AUTO_TYPE = MigrationPhase()
+
+
+class MigrationDirection(fields.Enum):
+    OUTGOING = 'outgoing'
+    INCOMING = 'incoming'
+
+    ALL = (OUTGOING, INCOMING)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class MigrationDirectionField(fields.BaseEnumField):
+    AUTO_TYPE = MigrationDirection()

@@ -55,7 +55,8 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     # Version 1.0: Initial version
     # Version 1.1: episode; cause 'crashed' (crashed, cause unknown)
     # Version 1.2: suppressed
-    VERSION = '1.2'
+    # Version 1.3: cause 'postcopy_failed' (a live migration lost the VM)
+    VERSION = '1.3'
 
     fields = {
         'uuid': fields.UUIDField(),
