@@ -18,6 +18,8 @@ from vmha.manager import guest_monitor
 from vmha.manager import health as health_lib
 from vmha.manager import inventory as inventory_lib
 from vmha.manager import metrics as metrics_lib
+from vmha.manager import migration_driver as migration_driver_lib
+from vmha.manager import migration_monitor
 from vmha.manager import overrides
 from vmha.manager import rate_limit
 from vmha.manager import selection
@@ -60,6 +62,12 @@ def build(conf, driver, journal, outbox, sender):
         guests.observe_ping = metrics.observe_ping
         listeners.append(guests)
         monitors.append(guests)
+    # Every live migration on the host is watched (it only reads job
+    # statistics of domains that migrate, and acts per [migration]).
+    migrations = migration_monitor.MigrationMonitor.from_conf(
+        conf, driver, journal, reporter, backend)
+    listeners.append(migrations)
+    monitors.append(migrations)
     # Last: the failure monitor still sees an undefined domain's
     # choice when it handles the UNDEFINED event.
     keeper = overrides.OverrideKeeper(
@@ -69,7 +77,8 @@ def build(conf, driver, journal, outbox, sender):
     listeners.append(keeper)
     inventory = inventory_lib.Inventory(
         driver, store, keeper, selector, guest_monitor=guests,
-        audit=audit, run_blocking=backend.run_blocking)
+        audit=audit, run_blocking=backend.run_blocking,
+        migration_monitor=migrations)
     # Every loop /healthz watches, in the order of its checks.
     loops = [audit] + monitors + ([sender] if sender else [])
     health = health_lib.HealthCheck(
@@ -84,6 +93,11 @@ def build(conf, driver, journal, outbox, sender):
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
         health=health, metrics=metrics, monitors=monitors)
+    service.migration_monitor = migrations
+    service.migration_driver = migration_driver_lib.MigrationDriver(
+        driver, migrations, concurrency.NativePool(
+            backend, migration_driver_lib.MAX_CONCURRENT,
+            name='vmha-migrate'), migrations.settings)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

@@ -30,6 +30,7 @@ import oslo_messaging
 
 import vmha.conf
 from vmha.manager import inventory
+from vmha.manager import migration_driver
 
 #: The topic every agent listens on; the server name is the agent's host.
 TOPIC = 'vmha-agent'
@@ -70,6 +71,8 @@ _REMOTE_EXCEPTIONS = {
     'InstanceNotFound': inventory.InstanceNotFound,
     'AuditTimeout': AuditTimeout,
     'ChangesRefused': ChangesRefused,
+    'MigrationRefused': migration_driver.MigrationRefused,
+    'ValueError': ValueError,
 }
 
 
@@ -124,6 +127,7 @@ class AgentAPI:
 
         * 1.0 - initial: list_instances, get_instance, run_audit,
                 set_monitoring, get_status
+        * 1.1 - live_migrate, migration_task
 
     :param transport: an oslo.messaging RPC transport (``get_transport``)
     :param timeout: seconds to wait for an answer (default:
@@ -132,7 +136,7 @@ class AgentAPI:
         a release name from ``VERSION_ALIASES`` (default: this client's)
     """
 
-    VERSION = '1.0'
+    VERSION = '1.1'
 
     # The newest API version each vmha release serves, for version_cap
     # while agents are upgraded host by host.
@@ -179,6 +183,26 @@ class AgentAPI:
     def get_status(self, ctxt, host):
         """What ``GET /status`` of ``host``'s agent says."""
         return self._call(ctxt, host, 'get_status')
+
+    def live_migrate(self, ctxt, host, instance, destination_uri,
+                     options=None):
+        """Migrate ``instance`` live from ``host`` to the libvirt URI
+        ``destination_uri`` with vmha's policy (``[migration]`` of that
+        agent); returns once it started (its progress and end are
+        ``instance.migration`` notifications).  ``options``:
+        ``block_migration`` (bool), ``bandwidth_mib`` (MiB/s).  Raises
+        ``inventory.InstanceNotFound``, ``ChangesRefused``,
+        ``MigrationRefused``."""
+        return self._call(ctxt, host, 'live_migrate', {
+            'instance': instance, 'destination_uri': destination_uri,
+            'options': options}, version='1.1')
+
+    def migration_task(self, ctxt, host, instance, task):
+        """Queue ``task`` (``force_complete``, ``abort``, ``pause``) for
+        the outgoing migration of ``instance``.  Raises ValueError (not
+        migrating, unknown task), ``ChangesRefused``."""
+        return self._call(ctxt, host, 'migration_task', {
+            'instance': instance, 'task': task}, version='1.1')
 
     def _call(self, ctxt, host, method, kwargs=None, version='1.0',
               call_timeout=None):

@@ -7,7 +7,7 @@ and returns text: one health line, then one row per domain.
 import datetime
 
 COLUMNS = ('NAME', 'UUID', 'POWER', 'MONITORING', 'GUEST AGENT',
-           'LAST PING', 'LAST DECISION')
+           'LAST PING', 'LAST DECISION', 'MIGRATING')
 
 
 def health_line(status):
@@ -78,7 +78,8 @@ def _cells(row, now):
         if row.get('failure_open'):
             decision += ', open'
     return (row.get('name') or '-', row.get('uuid') or '-', power,
-            monitoring, row.get('guest_agent') or '-', ping, decision)
+            monitoring, row.get('guest_agent') or '-', ping, decision,
+            row.get('migrating') or '-')
 
 
 def _ago(text, now):
