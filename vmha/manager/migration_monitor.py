@@ -529,9 +529,11 @@ class MigrationMonitor(monitor.Monitor):
         if stats['data_total'] and stats['data_total'] > memory:
             disks.append(stats['data_total'] - memory)
         settings = self.settings
-        started = now
+        # Since vmha asked for it, or since libvirt began the job (an
+        # agent restarted mid-migration counts from there too).
+        started = migration.seen_at
         if stats['elapsed_ms'] and not migration.driven:
-            started = now - stats['elapsed_ms'] / 1000.0
+            started = min(started, now - stats['elapsed_ms'] / 1000.0)
         state = policy.begin(
             started, policy.data_gib(memory, disks), settings.downtime,
             settings.downtime_steps, settings.downtime_delay,
