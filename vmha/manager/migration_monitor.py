@@ -404,13 +404,15 @@ class MigrationMonitor(monitor.Monitor):
 
     def _on_drive(self, item, now):
         migration = self._migrations.get(item.uuid)
-        if migration is None:
+        known = migration is not None
+        if not known:
             migration = Migration(item.uuid, item.name, OUTGOING, now)
             self._migrations[item.uuid] = migration
-            self._notify(migration, START, reason='started by vmha')
         migration.driven = True
         migration.destination = item.destination
         migration.features = frozenset(item.features)
+        if not known:
+            self._notify(migration, START, reason='started by vmha')
         # The first read comes one interval after the call began: the
         # job does not exist before libvirt has contacted the peer.
         migration.next_poll = now + self.settings.progress_interval
@@ -490,6 +492,14 @@ class MigrationMonitor(monitor.Monitor):
             self._conclude(migration, END, reason='undefined on the source')
             return
         if job.error is not None:
+            if migration.call_ended:
+                # vmha's call returned and libvirt cannot say more (a
+                # driver without job statistics): it ended as it said.
+                self._conclude(
+                    migration, ERROR if migration.call_error else END,
+                    reason='%s (no job statistics: %s)' % (
+                        migration.call_error or 'completed', job.error))
+                return
             LOG.warning('%s (%s): cannot read the migration statistics: %s; '
                         'trying again', migration.name, migration.uuid,
                         job.error)
