@@ -94,10 +94,11 @@ def build(conf, driver, journal, outbox, sender):
         guest_monitor=guests, reporter=reporter, inventory=inventory,
         health=health, metrics=metrics, monitors=monitors)
     service.migration_monitor = migrations
+    migrate_pool = concurrency.NativePool(
+        backend, migration_driver_lib.MAX_CONCURRENT, name='vmha-migrate')
+    migrations.also_close.append(migrate_pool)
     service.migration_driver = migration_driver_lib.MigrationDriver(
-        driver, migrations, concurrency.NativePool(
-            backend, migration_driver_lib.MAX_CONCURRENT,
-            name='vmha-migrate'), migrations.settings)
+        driver, migrations, migrate_pool, migrations.settings)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

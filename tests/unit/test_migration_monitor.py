@@ -564,3 +564,18 @@ def test_status_and_metrics(agent):
     agent.run(10)
     assert agent.monitor.status()[0]['migrating'] == 'out 62% it3'
     assert agent.monitor.metrics() == (1, GIB + GIB // 2)
+
+
+def test_an_incoming_migration_whose_end_was_missed_is_concluded(pair):
+    """Events lost (a queue overflow): the resync's listing ends it."""
+    source, destination = pair
+    arriving = destination.fake.add_domain('vm-1', state=3, reason=2)
+    destination.lifecycle(arriving, STARTED_MIGRATED)
+    assert destination.monitor.status()[0]['migrating'] == 'in'
+    arriving.state_value = (1, 2)  # RUNNING_MIGRATED, its event lost
+    destination.monitor(migration_monitor.ev.ResyncRequiredEvent(3))
+    destination.step()
+    assert destination.monitor.status() == []
+    assert destination.migration() == [('start', 'incoming', None),
+                                       ('end', 'incoming', None)]
+    no_failure(destination)

@@ -225,6 +225,10 @@ class MigrationMonitor(monitor.Monitor):
         self._scan_due = None
         self.writes = batch.WriteBatch(journal, self.log_name, WRITE_WINDOW,
                                        clock)
+        self._listed = {}
+        # Pools of others to close when this monitor stops (the
+        # migration driver's: its calls report to this monitor).
+        self.also_close = []
         self.polls_total = 0
         self.notifications_total = collections.Counter()
 
@@ -282,6 +286,11 @@ class MigrationMonitor(monitor.Monitor):
             if now - when > ENDED_MEMORY:
                 del self._ended[uuid]
         self.writes.commit_due()
+
+    def stop(self, timeout=10):
+        for pool in self.also_close:
+            pool.close()
+        super().stop(timeout)
 
     # --- what the RPC layer asks (any thread) --------------------------------
 
@@ -439,7 +448,9 @@ class MigrationMonitor(monitor.Monitor):
         """The outgoing migrations under way (after a start, a reconnect):
         the job statistics of each running or paused domain."""
         found = []
-        for info in self._driver.list_instances():
+        infos = self._driver.list_instances()
+        self._listed = {info.uuid: info for info in infos}
+        for info in infos:
             if info.power_state not in (power_state.RUNNING,
                                         power_state.PAUSED):
                 continue
@@ -477,6 +488,19 @@ class MigrationMonitor(monitor.Monitor):
             self._scan_due = self._clock() + HEARTBEAT
             return
         now = self._clock()
+        # Incoming migrations whose end was missed (events lost): the
+        # listing says whether each arrived (running) or went away.
+        listed = self._listed
+        for migration in list(self._migrations.values()):
+            if migration.direction != INCOMING:
+                continue
+            info = listed.get(migration.uuid)
+            if info is None:
+                self._conclude(migration, ERROR, reason='the incoming '
+                               'domain is gone')
+            elif info.power_state == power_state.RUNNING:
+                self._conclude(migration, END, reason='running here (%s)'
+                               % info.state_reason)
         for info, stats in job.result:
             if info.uuid not in self._migrations:
                 migration = Migration(info.uuid, info.name, OUTGOING, now)
