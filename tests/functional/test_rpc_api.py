@@ -429,6 +429,24 @@ def test_migration_rpc_refuses_what_it_cannot_do(agents, boot):
         agent.call('live_migrate', 'no-such-vm', 'test:///default')
 
 
+def test_the_migrate_verbs_of_vmha_action(agents, boot, wait_for):
+    from vmha.cmd import migrate
+    agent = agents()
+    domain = boot('mig')
+    line, code = migrate.run(agent.client, OPERATOR, HOST, domain.name,
+                             'migrate', 'test:///default')
+    assert code == 0 and line.startswith('live migration of %s to '
+                                         'test:///default started'
+                                         % domain.name)
+    wait_for(lambda: migration_notifications(agent, domain.uuid)[-1:] ==
+             [('error', 'outgoing', True)], what='the error notification')
+    line, code = migrate.run(agent.client, OPERATOR, HOST, domain.name,
+                             'migrate-abort')
+    assert code == migrate.EXIT_FAILED and 'not migrating' in line
+    assert migrate.run(agent.client, OPERATOR, HOST, domain.name,
+                       'migrate')[1] == migrate.EXIT_CONFIG
+
+
 def test_allow_changes_false_refuses_migrations(tmp_path, boot):
     agent = Agent(tmp_path / 'vmha.sqlite',
                   groups={'rpc': {'allow_changes': False}})
