@@ -54,11 +54,15 @@ DESCRIPTIONS = {
             'while the agent was away: `LIFECYCLE` / `UNDEFINED_UNSEEN`), '
             'and the bridge ignores it. `cause` (one of `qemu_died`, '
             '`guest_panic`, `io_error`, `watchdog`, `control_error`, '
-            '`guest_hung`, `vanished`, `crashed`, `postcopy_failed`: a '
-            'live migration failed after its switch to post-copy, the '
-            'VM cannot run on either host) and `evidence` keep the real '
-            'cause. `episode` names the failure episode a recoverable '
-            'failure opened: a resend carries the same id, a new failure '
+            '`guest_hung`, `vanished`, `crashed`, `heartbeat_lost`, '
+            '`guest_unhealthy`, `postcopy_failed`: a live migration '
+            'failed after its switch to post-copy, the VM cannot run on '
+            'either host) and `evidence` keep the real cause; a '
+            'heartbeat failure vmha stopped itself (corrective action '
+            '`stop`) is `LIFECYCLE` / `STOPPED_DESTROYED`, which Masakari '
+            'records and does not recover. `episode` names the failure '
+            'episode a recoverable failure opened: a resend carries the '
+            'same id, a new failure '
             'of the instance a new one (null for a failure Masakari does '
             'not act on). Those others are rate-limited: repeats of one '
             'instance and cause within `[notifications] repeat_window`, '
@@ -94,6 +98,41 @@ DESCRIPTIONS = {
             'this host) or `vanished` (the audit found it gone): the '
             'last two drop the choice. WARN when monitoring is turned '
             'off, INFO otherwise.'),
+    },
+    'instance.action': {
+        'priorities': ('INFO', 'WARN', 'ERROR'),
+        'when': (
+            'One phase of a lifecycle action asked for over RPC '
+            '(`request_action`, `vmha-action`) ended; every phase of one '
+            'action carries the same `action_id`. `phase`: `vote` (the '
+            'heartbeat guest may reject the action), `pre` (it is told '
+            'the action will happen and its handlers run), `action` (the '
+            'action itself through libvirt; `skipped` where the caller '
+            'performs it: `--vote-only`, resize and migrations), `post` '
+            '(it is told the action happened). `result`: `accepted` or '
+            '`rejected` for a vote (a guest that does not answer in time, '
+            'or no heartbeat guest at all, accepts), `done`, `failed` or '
+            '`skipped` for the others; `reason` says why, in the guest\'s '
+            'own words for a rejection; `requested_by` holds the user, '
+            'project and request id of the RPC context; `took_ms` how '
+            'long the phase took. WARN for a rejected vote (the action '
+            'did not happen), ERROR for a failed action, INFO otherwise.'),
+    },
+    'instance.heartbeat': {
+        'priorities': ('INFO', 'WARN', 'ERROR'),
+        'when': (
+            'The guest heartbeat of a VM changed state (see '
+            '[the protocol](heartbeat-protocol.md)). ERROR: the heartbeat '
+            'failed (challenges unanswered, or the guest reported itself '
+            'unhealthy); `action_taken` says what vmha did: `reboot` or '
+            '`stop` when it acted itself (then no failure goes to '
+            'Masakari for a reboot), `log` when the failure was reported '
+            'to Masakari as an `instance.failure`. WARN: the guest was cut '
+            'off for breaking the protocol\'s limits (flooding, garbage, '
+            'not reading); never a VM failure. INFO: registered, enabled, '
+            'recovered, paused, exited on purpose. `state` and '
+            '`old_state` are one of `waiting`, `enabling`, `enabled`, '
+            '`failed`, `paused`, `exited`, `cut_off`, `disconnected`.'),
     },
     'instance.migration': {
         'priorities': ('INFO', 'ERROR'),

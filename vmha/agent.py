@@ -12,10 +12,13 @@ here, so they run the same wiring.
 from vmha import concurrency
 from vmha.api import http as http_api
 from vmha.api import rpc as rpc_api
+from vmha.manager import action_runner
+from vmha.manager import actions as actions_lib
 from vmha.manager import audit as audit_lib
 from vmha.manager import failure_monitor
 from vmha.manager import guest_monitor
 from vmha.manager import health as health_lib
+from vmha.manager import heartbeat_monitor
 from vmha.manager import inventory as inventory_lib
 from vmha.manager import metrics as metrics_lib
 from vmha.manager import migration_driver as migration_driver_lib
@@ -55,13 +58,28 @@ def build(conf, driver, journal, outbox, sender):
     metrics = metrics_lib.Metrics()
     listeners = [metrics.listener, monitor]
     guests = None
+    beats = None
     monitors = []  # each a monitor.Monitor
-    if conf.guest_agent.enabled:
+    # One budget and one ledger of corrective actions per VM for every
+    # monitor: a reset by one counts for the other.
+    agent = conf.guest_agent
+    action_policy = actions_lib.ActionPolicy(
+        driver, agent.action_budget, agent.action_window,
+        agent.action_min_uptime)
+    if agent.enabled:
         guests = guest_monitor.GuestAgentMonitor.from_conf(
-            conf, driver, journal, reporter, selector, backend)
+            conf, driver, journal, reporter, selector, backend,
+            action_policy=action_policy)
         guests.observe_ping = metrics.observe_ping
         listeners.append(guests)
         monitors.append(guests)
+    if conf.heartbeat.enabled:
+        beats = heartbeat_monitor.HeartbeatMonitor.from_conf(
+            conf, driver, journal, reporter, selector, backend,
+            action_policy)
+        beats.observe_latency = metrics.observe_heartbeat
+        listeners.append(beats)
+        monitors.append(beats)
     # Every live migration on the host is watched (it only reads job
     # statistics of domains that migrate, and acts per [migration]).
     migrations = migration_monitor.MigrationMonitor.from_conf(
@@ -78,13 +96,18 @@ def build(conf, driver, journal, outbox, sender):
     inventory = inventory_lib.Inventory(
         driver, store, keeper, selector, guest_monitor=guests,
         audit=audit, run_blocking=backend.run_blocking,
-        migration_monitor=migrations)
+        heartbeat_monitor=beats, migration_monitor=migrations)
     # Every loop /healthz watches, in the order of its checks.
-    loops = [audit] + monitors + ([sender] if sender else [])
+    loops = [audit] + monitors + ([beats.hub] if beats else []) + (
+        [sender] if sender else [])
     health = health_lib.HealthCheck(
         driver, loops, conf.health.stall_timeout,
         conf.health.disconnected_timeout, journal=journal,
         writers=[monitor] + monitors)
+    # Lifecycle actions over RPC: the heartbeat guests vote through the
+    # heartbeat monitor (without one, NoHeartbeat: every vote accepts).
+    actions = action_runner.ActionRunner.from_conf(
+        conf, driver, beats, journal, outbox, backend)
     # Events the journal refused are retried on the dispatcher, and so
     # are operator choices adopted from metadata it could not record.
     driver.register_turnover_callback(monitor.retry_pending)
@@ -92,7 +115,8 @@ def build(conf, driver, journal, outbox, sender):
     service = service_lib.AgentService(
         driver, conf.host, sender=sender, listeners=listeners, audit=audit,
         guest_monitor=guests, reporter=reporter, inventory=inventory,
-        health=health, metrics=metrics, monitors=monitors)
+        health=health, metrics=metrics, monitors=monitors,
+        heartbeat_monitor=beats, actions=actions)
     service.migration_monitor = migrations
     migrate_pool = concurrency.NativePool(
         backend, migration_driver_lib.MAX_CONCURRENT, name='vmha-migrate')

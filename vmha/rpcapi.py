@@ -29,6 +29,7 @@ import threading
 import oslo_messaging
 
 import vmha.conf
+from vmha.manager import action_runner
 from vmha.manager import inventory
 from vmha.manager import migration_driver
 
@@ -71,9 +72,15 @@ _REMOTE_EXCEPTIONS = {
     'InstanceNotFound': inventory.InstanceNotFound,
     'AuditTimeout': AuditTimeout,
     'ChangesRefused': ChangesRefused,
+    'UnknownAction': action_runner.UnknownAction,
+    'ActionInProgress': action_runner.ActionInProgress,
     'MigrationRefused': migration_driver.MigrationRefused,
     'ValueError': ValueError,
 }
+
+
+class TooOld(Exception):
+    """The agent (or ``version_cap``) is older than the call needs."""
 
 
 def register_opts(conf):
@@ -127,7 +134,8 @@ class AgentAPI:
 
         * 1.0 - initial: list_instances, get_instance, run_audit,
                 set_monitoring, get_status
-        * 1.1 - live_migrate, migration_task
+        * 1.1 - request_action
+        * 1.2 - live_migrate, migration_task
 
     :param transport: an oslo.messaging RPC transport (``get_transport``)
     :param timeout: seconds to wait for an answer (default:
@@ -136,13 +144,19 @@ class AgentAPI:
         a release name from ``VERSION_ALIASES`` (default: this client's)
     """
 
-    VERSION = '1.1'
+    VERSION = '1.2'
 
     # The newest API version each vmha release serves, for version_cap
     # while agents are upgraded host by host.
     VERSION_ALIASES = {
         '0.1': '1.0',
     }
+
+    #: Seconds ``request_action`` waits for the agent by default: a vote
+    #: (8 s), a notice (8 s), a graceful stop (60 s) and a post-notice
+    #: (13 s) with the defaults, and the time to boot again after a cold
+    #: migration (the guest's restart_secs, 300 s by default).
+    ACTION_TIMEOUT = 420.0
 
     def __init__(self, transport, timeout=None, version_cap=None):
         register_opts(transport.conf)
@@ -151,6 +165,7 @@ class AgentAPI:
         version_cap = self.VERSION_ALIASES.get(version_cap, version_cap)
         self._client = oslo_messaging.get_rpc_client(
             transport, target, version_cap=version_cap)
+        self._version_cap = version_cap
         self._timeout = (timeout if timeout is not None
                          else transport.conf.rpc_response_timeout)
 
@@ -184,6 +199,29 @@ class AgentAPI:
         """What ``GET /status`` of ``host``'s agent says."""
         return self._call(ctxt, host, 'get_status')
 
+    def request_action(self, ctxt, host, instance, action, vote_only=False,
+                       timeout=None):
+        """Ask ``host``'s agent to run the lifecycle ``action`` ('stop',
+        'reboot', 'pause', 'unpause', 'suspend', 'resume', and the
+        '-begin'/'-end' of 'resize', 'live-migrate', 'cold-migrate') on
+        ``instance`` (UUID or name), after the heartbeat guest's vote; with
+        ``vote_only`` the agent votes and notifies, and the caller acts.
+
+        Returns ``{instance, name, action, action_id, verdict ('accepted'
+        | 'rejected'), reason, done, phases: [{phase, event, result,
+        reason, took_ms}]}``.  Raises ``inventory.InstanceNotFound``,
+        ``ChangesRefused``, ``action_runner.UnknownAction``,
+        ``action_runner.ActionInProgress``, and ``TooOld`` when the agents
+        (``version_cap``) are older than 1.1.  Waits up to ``timeout``
+        seconds (default ``ACTION_TIMEOUT``).
+        """
+        if not self._client.can_send_version('1.1'):
+            raise TooOld('request_action needs agent RPC API 1.1; '
+                         'version_cap is %s' % self._version_cap)
+        timeout = self.ACTION_TIMEOUT if timeout is None else timeout
+        return self._call(ctxt, host, 'request_action', {
+            'instance': instance, 'action': action, 'vote_only': vote_only},
+            version='1.1', call_timeout=timeout)
     def live_migrate(self, ctxt, host, instance, destination_uri,
                      options=None):
         """Migrate ``instance`` live from ``host`` to the libvirt URI
@@ -195,14 +233,14 @@ class AgentAPI:
         ``MigrationRefused``."""
         return self._call(ctxt, host, 'live_migrate', {
             'instance': instance, 'destination_uri': destination_uri,
-            'options': options}, version='1.1')
+            'options': options}, version='1.2')
 
     def migration_task(self, ctxt, host, instance, task):
         """Queue ``task`` (``force_complete``, ``abort``, ``pause``) for
         the outgoing migration of ``instance``.  Raises ValueError (not
         migrating, unknown task), ``ChangesRefused``."""
         return self._call(ctxt, host, 'migration_task', {
-            'instance': instance, 'task': task}, version='1.1')
+            'instance': instance, 'task': task}, version='1.2')
 
     def _call(self, ctxt, host, method, kwargs=None, version='1.0',
               call_timeout=None):

@@ -11,8 +11,10 @@ import datetime
 import json
 import pathlib
 
+from vmha.objects import action
 from vmha.objects import fields
 from vmha.objects import guest_health
+from vmha.objects import heartbeat
 from vmha.objects import host_connection
 from vmha.objects import instance
 from vmha.objects import migration
@@ -26,6 +28,11 @@ WHEN = datetime.datetime(2026, 11, 23, 16, 0, 5, 250000,
 MESSAGE_ID = '2d8a4f7e-9c1b-4e6a-8f3d-5b7c9e1a2f40'
 
 BUILDERS = {
+    'instance-action': lambda: action.action_notification(
+        HOST, UUID, 'web-1', '0b1c9e7d2a4f4c3e8d5b6a7f8e9d0c1b', 'stop',
+        'stop', fields.ActionPhase.VOTE, fields.ActionResult.REJECTED,
+        'database resync in progress', 412,
+        requested_by='user=alice project=ops request_id=req-5c2b1d7e'),
     'instance-failure': lambda: instance.failure_notification(
         HOST, UUID, 'web-1', 'LIFECYCLE', 'STOPPED_FAILED',
         fields.FailureCause.QEMU_DIED, WHEN,
@@ -39,6 +46,12 @@ BUILDERS = {
         HOST, UUID, 'web-1', fields.GuestHealthState.HEALTHY,
         fields.GuestHealthState.ERROR, 'guest-ping timed out after 2s', 1,
         WHEN, priority=fields.NotificationPriority.WARN),
+    'instance-heartbeat': lambda: heartbeat.heartbeat_notification(
+        HOST, UUID, 'web-1', fields.HeartbeatState.ENABLED,
+        fields.HeartbeatState.FAILED,
+        'heartbeat lost: 2 challenge(s) unanswered, last answer 2.1s ago',
+        2, WHEN, interval=1.0, action='reboot', action_taken='reboot',
+        priority=fields.NotificationPriority.ERROR),
     'host-connection': lambda: host_connection.host_connection_notification(
         HOST, 'qemu:///system', fields.ConnectionState.LOST, WHEN,
         reason='EOF'),

@@ -313,8 +313,9 @@ def test_vmha_status_of_a_busy_agent(agents, tmp_path, wait_for):
     lines = out.splitlines()
     assert lines[0].startswith('vmha-agent on compute-1: healthy')
     assert lines[1].split() == ['NAME', 'UUID', 'POWER', 'MONITORING',
-                                'GUEST', 'AGENT', 'LAST', 'PING', 'LAST',
-                                'DECISION', 'MIGRATING']
+                                'GUEST', 'AGENT', 'LAST', 'PING',
+                                'HEARTBEAT', 'LAST', 'DECISION',
+                                'MIGRATING']
     rows = {line.split()[0]: line for line in lines[2:]}
     assert sorted(rows) == ['batch-1', 'db-1', 'web-1']
     assert 'disabled (maintenance)' in rows['batch-1']

@@ -204,3 +204,70 @@ def test_the_real_agent_answers_over_rabbitmq(rabbitmq, bus, tmp_path,
             agent.kill()
             agent.wait()
         client_transport.cleanup()
+
+
+def test_the_real_agent_runs_vmha_action_over_rabbitmq(
+        rabbitmq, bus, tmp_path, backend, wait_for):
+    """vmha-action, a process of its own, asks the real vmha-agent (this
+    run's backend: under eventlet a monkey patched process) to pause and
+    unpause test:///default's own domain, through the broker."""
+    exchange, host = bus
+    config = tmp_path / 'agent.conf'
+    config.write_text(
+        '[DEFAULT]\nhost = %s\nconcurrency_backend = %s\n'
+        'transport_url = %s\ncontrol_exchange = %s\nlog_file = %s\n'
+        '[libvirt]\nconnection_uri = test:///default\n'
+        '[database]\npath = %s\n[notifications]\nsinks = log\n'
+        '[health]\nport = 0\n[guest_agent]\nenabled = false\n'
+        % (host, backend, rabbitmq.transport_url, exchange,
+           tmp_path / 'agent.log', tmp_path / 'vmha.sqlite'))
+    agent = subprocess.Popen(
+        [sys.executable, '-m', 'vmha.cmd.agent', '--config-file',
+         str(config)], cwd=str(pipeline.REPO_ROOT),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    client_transport = rpcapi.get_transport(make_conf(
+        host, transport_url=rabbitmq.transport_url,
+        control_exchange=exchange))
+    client = rpcapi.AgentAPI(client_transport, timeout=2)
+
+    def vmha_action(*argv):
+        return subprocess.run(
+            [sys.executable, '-m', 'vmha.cmd.action', '--config-file',
+             str(config), '--timeout', '30'] + list(argv),
+            cwd=str(pipeline.REPO_ROOT), capture_output=True, text=True,
+            timeout=60)
+
+    try:
+        def answers():
+            assert agent.poll() is None, agent.stderr.read()
+            try:
+                return client.get_status({}, host)['host'] == host
+            except oslo_messaging.MessagingTimeout:
+                return False
+        wait_for(answers, timeout=60, what='vmha-agent to answer over RPC')
+
+        paused = vmha_action('test', 'pause')
+        assert paused.returncode == 0, paused.stderr
+        assert paused.stdout.startswith('pause of test done')
+        assert client.get_instance({}, host, 'test')['power_state'] == \
+            'paused'
+
+        unpaused = vmha_action('test', 'unpause', '--json')
+        assert unpaused.returncode == 0, unpaused.stderr
+        assert '"verdict": "accepted"' in unpaused.stdout
+        assert client.get_instance({}, host, 'test')['power_state'] == \
+            'running'
+
+        missing = vmha_action('no-such-vm', 'stop')
+        assert missing.returncode == 1
+        assert 'no-such-vm' in missing.stderr
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        client_transport.cleanup()

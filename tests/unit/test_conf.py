@@ -56,3 +56,33 @@ def test_guest_agent_settings_are_bounded_from_above(option, value):
     conf = make_conf()
     with pytest.raises(ValueError):
         conf.set_override(option, value, group='guest_agent')
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'min_interval': 5.0, 'max_interval': 2.0},
+     '[heartbeat] min_interval (5.0) must not be more than '
+     '[heartbeat] max_interval (2.0)'),
+    ({'default_interval': 20.0},
+     '[heartbeat] default_interval (20.0) must be between min_interval '
+     '(0.4) and max_interval (10.0)'),
+    ({'reconnect_interval': 9.0},
+     '[heartbeat] reconnect_interval (9.0) must not be more than '
+     '[heartbeat] reconnect_max_interval (5.0)'),
+    ({'channel_name': 'has space'},
+     "[heartbeat] channel_name ('has space') must be a virtio port name: "
+     '1 to 255 printable characters, no spaces'),
+])
+def test_inconsistent_heartbeat_bounds_stop_the_agent_in_one_line(
+        overrides, message):
+    conf = make_conf()
+    for option, value in overrides.items():
+        conf.set_override(option, value, group='heartbeat')
+    with pytest.raises(vmha.conf.ConfigError) as error:
+        vmha.conf.validate(conf)
+    assert str(error.value) == message
+
+
+def test_an_unknown_heartbeat_max_action_is_refused():
+    conf = make_conf()
+    with pytest.raises(ValueError):
+        conf.set_override('max_action', 'destroy', group='heartbeat')

@@ -897,3 +897,71 @@ def test_no_failure_while_every_challenge_is_answered_in_time(steps,
     assert not of_type(outputs, hs.Failure)
     assert not of_type(outputs, hs.CutOff)
     assert guest.session.state in ('enabling', 'enabled')
+
+
+# -- the answer window ([heartbeat] answer_window) --------------------------
+
+HALF = BOUNDS._replace(answer_window=0.5)
+
+
+def drive(guest, until, answer_after=None):
+    """Run the clock to ``until``: tick whenever something is due and
+    answer each new challenge ``answer_after`` seconds after it was sent
+    (None: never), in time order.  The outputs, each with its time."""
+    timed = []
+    answer = None  # (when, nonce)
+    seen = len(guest.nonces)
+    while True:
+        due = guest.session.next_due()
+        if answer is not None and (due is None or answer[0] < due):
+            now, nonce = answer
+            answer = None
+            if now > until:
+                break
+            timed += [(now, o) for o in guest.answer(now, nonce=nonce)]
+            continue
+        if due is None or due > until:
+            break
+        timed += [(due, o) for o in guest.tick(due)]
+        if answer_after is not None and len(guest.nonces) > seen:
+            seen = len(guest.nonces)
+            answer = (due + answer_after, guest.nonces[-1])
+    return timed
+
+
+def test_half_an_interval_is_enough_for_a_healthy_guest():
+    guest = enabled(bounds=HALF)
+    timed = drive(guest, 500.0, answer_after=0.45)
+    assert not [o for _, o in timed if type(o) is hs.Failure]
+    assert guest.session.misses == 0
+    assert guest.session.state == 'enabled'
+
+
+@pytest.mark.parametrize('phase', [0.0, 0.2, 0.5, 0.8, 0.99])
+def test_a_guest_that_stops_is_lost_within_two_and_a_half_intervals(phase):
+    guest = enabled(bounds=HALF)
+    drive(guest, 10.0 + phase, answer_after=0.005)  # healthy until 10+phase
+    timed = drive(guest, 20.0)                       # then silent
+    failures = [t for t, o in timed if type(o) is hs.Failure]
+    assert len(failures) == 1
+    took = failures[0] - (10.0 + phase)
+    assert 1.5 - 1e-9 <= took <= 2.5 + 1e-9, took
+
+
+def test_an_answer_after_the_window_is_a_miss_not_a_failure():
+    guest = enabled(bounds=HALF)
+    timed = drive(guest, 30.0, answer_after=0.7)  # every answer too slow
+    failures = [o for _, o in timed if type(o) is hs.Failure]
+    # Each late answer still ends the streak: one miss at a time.
+    assert not failures
+    assert guest.session.status()['misses_total'] >= 25
+
+
+def test_a_host_late_past_the_window_counts_no_miss():
+    guest = enabled(bounds=HALF)
+    outputs = []
+    for _ in range(50):
+        now = guest.session.next_due() + 0.6
+        outputs += guest.tick(now)
+    assert not of_type(outputs, hs.Failure)
+    assert guest.session.misses == 0

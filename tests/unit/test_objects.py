@@ -20,12 +20,16 @@ vmha.objects.register_all()
 
 EXPECTED_HASHES = {
     'EventType': '1.0-a601b01c1849946ca2d59286fbecaa04',
+    'InstanceActionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceActionPayload': '1.0-385e1ba00d1431c8d39190a724ef0cdd',
     'GuestHealthNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'GuestHealthPayload': '1.0-0c1008decfed58e2f3c0cf67a19bba6d',
     'HostConnectionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'HostConnectionPayload': '1.0-5cd5379569033ed8cc7bdcfaa85c17ce',
     'InstanceFailureNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
-    'InstanceFailurePayload': '1.3-20168a39f1479a8749ee68d256ebe4e5',
+    'InstanceHeartbeatNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceHeartbeatPayload': '1.0-5ca76137826b8303363a237da984fd56',
+    'InstanceFailurePayload': '1.4-cbe3059f7a10b48d5e58d50fa692beb5',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
     'InstanceMigrationNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
@@ -38,8 +42,10 @@ EXPECTED_HASHES = {
 # A notification's hash does not see which payload class it holds: pin
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
-                    'InstanceFailure': '1.3', 'InstanceLifecycle': '1.0',
-                    'InstanceMigration': '1.0', 'InstanceMonitoring': '1.0'}
+                    'InstanceAction': '1.0',
+                    'InstanceFailure': '1.4', 'InstanceHeartbeat': '1.0',
+                    'InstanceLifecycle': '1.0', 'InstanceMigration': '1.0',
+                    'InstanceMonitoring': '1.0'}
 EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': version, 'EventType': '1.0',
                             'NotificationPublisher': '1.0'}

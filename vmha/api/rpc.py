@@ -1,8 +1,9 @@
 """The agent's RPC server: topic ``vmha-agent``, server ``[DEFAULT] host``.
 
 ``AgentEndpoint`` answers ``vmha.rpcapi.AgentAPI``: the inventory rows,
-an audit on demand, an operator's monitoring choice, the status.  It
-shows and switches; the monitors decide.
+an audit on demand, an operator's monitoring choice, the status, and
+(1.1) a lifecycle action a heartbeat guest votes on.  It shows and
+switches; the monitors and the action runner decide.
 
 ``RpcServer`` is one of the service's surfaces.  It is off unless the
 operator set ``[DEFAULT] transport_url`` (oslo.messaging's default,
@@ -31,7 +32,9 @@ import oslo_messaging
 
 from vmha import concurrency
 from vmha import rpcapi
+from vmha.manager import action_runner
 from vmha.manager import inventory
+from vmha.manager import lifecycle_actions
 from vmha.manager import migration_driver
 from vmha.manager import overrides
 
@@ -49,12 +52,14 @@ class AgentEndpoint:
 
     :param service: the ``AgentService`` (inventory, audit, status)
     :param backend: the ``vmha.concurrency`` backend
-    :param allow_changes: whether ``set_monitoring`` may change anything
-        (``[rpc] allow_changes``)
+    :param allow_changes: whether ``set_monitoring`` and
+        ``request_action`` may change anything (``[rpc] allow_changes``)
     """
 
+    # The newest version this endpoint serves (history in
+    # rpcapi.AgentAPI); it serves every 1.x before it too.
     target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
-                                   version='1.1')
+                                   version='1.2')
 
     def __init__(self, service, backend, allow_changes=True):
         self._service = service
@@ -94,6 +99,34 @@ class AgentEndpoint:
 
     def get_status(self, ctxt):
         return self._service.status()
+
+    @oslo_messaging.expected_exceptions(
+        inventory.InstanceNotFound, rpcapi.ChangesRefused,
+        action_runner.UnknownAction, action_runner.ActionInProgress,
+        ValueError)
+    def request_action(self, ctxt, instance, action, vote_only=False):
+        """API 1.1: run ``action`` on ``instance`` after the guest's vote
+        (``ActionRunner.request``); returns its verdict and phases."""
+        who = overrides.requested_by(ctxt)
+        if not self._allow_changes:
+            LOG.warning('request_action %s of %s refused (asked by %s): '
+                        '[rpc] allow_changes is false', action, instance,
+                        who)
+            raise rpcapi.ChangesRefused(
+                'the RPC API of %s is read-only ([rpc] allow_changes is '
+                'false): no %s of %s' % (self._service.host, action,
+                                         instance))
+        if not isinstance(vote_only, bool):
+            raise ValueError('vote_only must be true or false, not %r'
+                             % (vote_only,))
+        runner = self._service.actions
+        if runner is None:
+            raise ValueError('lifecycle actions are not available on %s'
+                             % self._service.host)
+        row = lifecycle_actions.row(action)  # or UnknownAction
+        found = self._service.inventory.instance(instance)
+        return runner.request(found['uuid'], found['name'], row.action,
+                              vote_only=vote_only, requested_by=who)
 
     def _refuse_changes(self, what, instance, ctxt):
         if not self._allow_changes:

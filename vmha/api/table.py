@@ -7,7 +7,7 @@ and returns text: one health line, then one row per domain.
 import datetime
 
 COLUMNS = ('NAME', 'UUID', 'POWER', 'MONITORING', 'GUEST AGENT',
-           'LAST PING', 'LAST DECISION', 'MIGRATING')
+           'LAST PING', 'HEARTBEAT', 'LAST DECISION', 'MIGRATING')
 
 
 def health_line(status):
@@ -27,6 +27,9 @@ def health_line(status):
     guests = checks.get('guest_agent')
     if guests and not guests['ok']:
         parts.append('guest-agent loop STALLED for %.1fs' % guests['age'])
+    beats = checks.get('heartbeat')
+    if beats and not beats['ok']:
+        parts.append('heartbeat loop STALLED for %.1fs' % beats['age'])
     journal = checks.get('journal')
     if journal and not journal['ok']:
         parts.append('journal NOT WRITABLE for %ss, %d write(s) waiting'
@@ -78,7 +81,8 @@ def _cells(row, now):
         if row.get('failure_open'):
             decision += ', open'
     return (row.get('name') or '-', row.get('uuid') or '-', power,
-            monitoring, row.get('guest_agent') or '-', ping, decision,
+            monitoring, row.get('guest_agent') or '-', ping,
+            row.get('heartbeat') or '-', decision,
             row.get('migrating') or '-')
 
 

@@ -7,6 +7,7 @@ start-up with one readable line instead of later, mid-run.
 
 from oslo_config import cfg
 
+from vmha.conf import actions
 from vmha.conf import audit
 from vmha.conf import bridge
 from vmha.conf import database
@@ -14,6 +15,7 @@ from vmha.conf import default
 from vmha.conf import events
 from vmha.conf import guest_agent
 from vmha.conf import health
+from vmha.conf import heartbeat
 from vmha.conf import libvirt
 from vmha.conf import masakari
 from vmha.conf import migration
@@ -23,8 +25,8 @@ from vmha.conf import outbox
 from vmha.conf import rpc
 
 _MODULES = (default, libvirt, events, monitoring, audit, guest_agent,
-            migration, notifications, masakari, bridge, database, outbox,
-            health, rpc)
+            heartbeat, migration, notifications, masakari, bridge, database,
+            outbox, health, rpc, actions)
 
 
 def register_opts(conf):
@@ -61,6 +63,8 @@ def validate(conf):
         raise ConfigError('[guest_agent] timeout (%s) must be less than '
                           '[guest_agent] interval (%s)'
                           % (agent.timeout, agent.interval))
+    for problem in heartbeat.problems(conf.heartbeat):
+        raise ConfigError(problem)
 
 
 def _where(conf, opt, group):

@@ -136,6 +136,27 @@ MIGRATIONS = [
         "UPDATE domain_state SET state_reason = 'SHUTOFF_' || "
         "substr(state_reason, 9) WHERE state_reason LIKE 'STOPPED_%'",
     ]),
+    ('guest heartbeat state per VM', [
+        # The heartbeat monitor's view of each guest with a heartbeat
+        # channel (vmha.manager.heartbeat_store), written on every state
+        # change, so a restarted agent shows the last state at once, does
+        # not report an open failure twice (``cause``), and keeps the
+        # corrective-action budget (``actions``, wall times, JSON).
+        """CREATE TABLE heartbeat (
+               uuid TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               state TEXT NOT NULL,
+               interval REAL,
+               action TEXT,
+               registered_at REAL,
+               last_answer_at REAL,
+               misses INTEGER NOT NULL DEFAULT 0,
+               reason TEXT,
+               changed_at REAL NOT NULL,
+               cause TEXT,
+               booted_at REAL,
+               actions TEXT NOT NULL DEFAULT '[]')""",
+    ]),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

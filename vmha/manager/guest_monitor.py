@@ -111,7 +111,7 @@ class GuestAgentMonitor(monitor.Monitor):
                  defaults, discovery_timeout=300.0, action_budget=3,
                  action_window=3600.0, action_min_uptime=300.0,
                  refresh_interval=60.0, evidence_settle=1.0,
-                 clock=time.monotonic, wall=time.time):
+                 clock=time.monotonic, wall=time.time, action_policy=None):
         super().__init__(pool, backend, clock)
         self._driver = driver
         self._reporter = reporter
@@ -119,7 +119,9 @@ class GuestAgentMonitor(monitor.Monitor):
         self._selector = selector
         self._defaults = defaults
         self._discovery_timeout = discovery_timeout
-        self._actions = actions_lib.ActionPolicy(
+        # Shared with the heartbeat monitor when the agent passes one: one
+        # budget per VM whichever monitor acts.
+        self._actions = action_policy or actions_lib.ActionPolicy(
             driver, action_budget, action_window, action_min_uptime, wall)
         self._refresh_interval = refresh_interval
         self._gatherer = evidence_gathering.CounterGatherer(
@@ -144,7 +146,8 @@ class GuestAgentMonitor(monitor.Monitor):
         self.observe_ping = None
 
     @classmethod
-    def from_conf(cls, conf, driver, journal, reporter, selector, backend):
+    def from_conf(cls, conf, driver, journal, reporter, selector, backend,
+                  action_policy=None):
         agent = conf.guest_agent
         defaults = Settings(True, agent.interval, agent.timeout,
                             agent.failure_threshold, agent.action)
@@ -154,7 +157,8 @@ class GuestAgentMonitor(monitor.Monitor):
                    defaults, discovery_timeout=agent.discovery_timeout,
                    action_budget=agent.action_budget,
                    action_window=agent.action_window,
-                   action_min_uptime=agent.action_min_uptime)
+                   action_min_uptime=agent.action_min_uptime,
+                   action_policy=action_policy)
 
     # --- the monitor contract (``monitor.Monitor``) ------------------------
 
@@ -280,6 +284,7 @@ class GuestAgentMonitor(monitor.Monitor):
         saved = self._saved.pop(uuid, None)
         if saved is not None:
             watched.restore(saved)
+            self._actions.remember(uuid, watched.actions)
         self._watched[uuid] = watched
         self._describe(watched)
         return watched
@@ -567,7 +572,8 @@ class GuestAgentMonitor(monitor.Monitor):
                          fields.NotificationPriority.WARN, watched.failures)
         else:
             choice = self._actions.choose(watched.settings.action,
-                                          watched.actions, watched.booted_at)
+                                          watched.actions, watched.booted_at,
+                                          uuid=watched.uuid)
             watched.actions = choice.actions
             action, reason = choice.function, choice.why
             LOG.warning('%s (%s): guest hung: %s; %s', watched.name,
@@ -575,7 +581,9 @@ class GuestAgentMonitor(monitor.Monitor):
             if action is None:
                 self._report(watched, why)
             else:
-                watched.actions.append(self._wall())
+                acted_at = self._wall()
+                watched.actions.append(acted_at)
+                self._actions.record(watched.uuid, acted_at)
                 self._submit(('action', watched.uuid), action, watched.uuid)
             self._notify(watched, old, 'guest hung: %s; %s' % (why, reason),
                          fields.NotificationPriority.ERROR, watched.failures)

@@ -101,16 +101,19 @@ present with its default; unknown extra fields are dropped.
 Bounds = collections.namedtuple('Bounds', [
     'min_interval', 'max_interval', 'default_interval', 'miss_threshold',
     'max_action', 'max_notice', 'max_messages_per_second',
-    'max_bad_in_a_row'])
+    'max_bad_in_a_row', 'answer_window'])
 Bounds.__doc__ = """The operator's bounds on what a guest may ask.
 
 Intervals and ``max_notice`` in seconds; ``default_interval`` is granted
 to a guest whose ``init`` names none; ``max_action`` caps the corrective
 action (``ACTIONS``); the last two are the limits past which a guest is
 cut off (messages per second averaged over ``RATE_WINDOW`` seconds, bad
-messages in a row).
+messages in a row); ``answer_window``, the part of the interval a guest
+has to answer a challenge before it counts as a miss (1.0: until the
+next challenge is due).
 """
-Bounds.__new__.__defaults__ = (0.4, 60.0, 1.0, 2, 'stop', 300.0, 20, 10)
+Bounds.__new__.__defaults__ = (0.4, 60.0, 1.0, 2, 'stop', 300.0, 20, 10,
+                               1.0)
 
 
 class ProtocolError(Exception):

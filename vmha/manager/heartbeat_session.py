@@ -124,7 +124,8 @@ class Session:
         self._guest_seq = None     # the last guest seq accepted
         self._challenge = None     # the latest challenge's nonce
         self._answered = True      # the latest challenge was answered
-        self._challenge_due = None
+        self._challenge_due = None  # when the next challenge goes out
+        self._answer_due = None     # when the latest one counts a miss
         self._failure_open = episode_open
         self._guest_reason = ''
         self._hold = None
@@ -158,6 +159,8 @@ class Session:
             times.append(self._hold.until)
         if self.state in states.CHALLENGED and self._challenge_due is not None:
             times.append(self._challenge_due)
+            if self._answer_due is not None:
+                times.append(self._answer_due)
         return min(times) if times else None
 
     def status(self, now=None):
@@ -217,6 +220,10 @@ class Session:
         if (self._hold is not None and self._hold.until is not None
                 and now >= self._hold.until):
             self._end_hold(now, 'hold ran out (%s)' % self._hold.why, out)
+        if (self.state in states.CHALLENGED
+                and self._answer_due is not None
+                and now >= self._answer_due):
+            self._miss_tick(now, out)
         if (self.state in states.CHALLENGED
                 and self._challenge_due is not None
                 and now >= self._challenge_due):
@@ -333,6 +340,7 @@ class Session:
         outstanding = (self.state in states.CHALLENGED and not self._answered
                        and self._challenge_due is not None)
         due = self._challenge_due if outstanding else None
+        answer_due = self._answer_due if outstanding else None
         out.append(self._send(protocol.INIT_ACK, init_seq=message.seq,
                               **self.granted))
         # An init ends any pause: a guest that can register can answer.
@@ -341,7 +349,7 @@ class Session:
         # that still holds, before the challenge sent here is due.
         self._hold = None
         self._transition(states.INIT, 'registered', now, out)
-        self._send_challenge(now, out, due)
+        self._send_challenge(now, out, due, answer_due)
 
     def _on_response(self, fields, now, out):
         if (fields['nonce'] != self._challenge or self._answered
@@ -402,39 +410,54 @@ class Session:
 
     # -- time ------------------------------------------------------------
 
+    def _miss_tick(self, now, out):
+        """The latest challenge's answer window ended unanswered."""
+        self._answer_due, due = None, self._answer_due
+        if self._answered:
+            return
+        if now - due > self.interval / 2.0:
+            # The host woke up late: the guest had no fair chance to be
+            # heard in time, so this tick proves nothing.
+            self.counters['late_ticks'] += 1
+            return
+        self.misses += 1
+        self.counters['misses_total'] += 1
+        if self.misses >= self.bounds.miss_threshold:
+            self._transition(
+                states.LOST,
+                '%d challenges in a row unanswered' % self.misses,
+                now, out, cause=HEARTBEAT_LOST,
+                action=self.granted['corrective_action'])
+        else:
+            self._transition(states.MISSED, 'challenge unanswered', now,
+                             out)
+
     def _challenge_tick(self, now, out):
-        interval = self.interval
-        late = now - self._challenge_due > interval / 2.0
-        if not self._answered:
-            if late:
-                # The host woke up late: the guest had no fair chance to
-                # be heard in time, so this tick proves nothing.
-                self.counters['late_ticks'] += 1
-            else:
-                self.misses += 1
-                self.counters['misses_total'] += 1
-                if self.misses >= self.bounds.miss_threshold:
-                    self._transition(
-                        states.LOST,
-                        '%d challenges in a row unanswered' % self.misses,
-                        now, out, cause=HEARTBEAT_LOST,
-                        action=self.granted['corrective_action'])
-                else:
-                    self._transition(states.MISSED, 'challenge unanswered',
-                                     now, out)
+        if self._answer_due is not None:
+            # Both due at once (an answer window of a whole interval, or
+            # a host that slept through both): the miss first.
+            self._miss_tick(now, out)
+            if self.state not in states.CHALLENGED:
+                return
         self._send_challenge(now, out)
 
-    def _send_challenge(self, now, out, due=None):
+    def _send_challenge(self, now, out, due=None, answer_due=None):
         self._challenge = self._nonce(NONCE_BYTES)
         self._answered = False
-        # From the time it is really sent: a guest always has a whole
-        # interval to answer, however late the host was.
-        self._challenge_due = now + self.interval if due is None else due
+        # From the time it is really sent: a guest always has its whole
+        # answer window, however late the host was.
+        interval = self.interval
+        self._challenge_due = now + interval if due is None else due
+        self._answer_due = (
+            min(now + interval * self.bounds.answer_window,
+                self._challenge_due)
+            if answer_due is None else answer_due)
         out.append(self._send(protocol.CHALLENGE, nonce=self._challenge))
 
     def _void_challenge(self):
         self._challenge = None
         self._answered = True
+        self._answer_due = None
 
     def _end_hold(self, now, why, out):
         self._hold = None

@@ -2,10 +2,11 @@
 
 ``Inventory.instances()`` joins, per domain: libvirt's current state (or
 the journal's, while libvirt is unreachable), whether vmha monitors it
-and why not, the guest-agent monitor's state and last ping, and the last
-failure vmha reported.  ``vmha-status``, ``/status`` and the RPC API all
-show these rows.  ``set_monitoring`` records an operator's choice in the
-journal (it outlives restarts) and applies it at once.
+and why not, the guest-agent monitor's state and last ping, the guest
+heartbeat's state, and the last failure vmha reported.  ``vmha-status``,
+``/status`` and the RPC API all show these rows.  ``set_monitoring``
+records an operator's choice in the journal (it outlives restarts) and
+applies it at once.
 
 Rows are plain dicts of JSON types, so they cross HTTP and RPC as they
 are; times are ISO 8601 in UTC.
@@ -33,6 +34,7 @@ class Inventory:
     :param overrides: the ``overrides.OverrideKeeper``
     :param selector: the ``selection.Selector`` the monitors ask
     :param guest_monitor: the ``GuestAgentMonitor``, or None
+    :param heartbeat_monitor: the ``HeartbeatMonitor``, or None
     :param audit: the ``PowerStateAudit`` (run after re-enabling), or None
     :param migration_monitor: the ``MigrationMonitor``, or None (the
         MIGRATING column: 'out 63% it3 dt=150ms', 'in')
@@ -43,13 +45,14 @@ class Inventory:
     def __init__(self, driver, store, overrides, selector,
                  guest_monitor=None, audit=None, run_blocking=None,
                  clock=time.monotonic, wall=time.time,
-                 migration_monitor=None):
+                 heartbeat_monitor=None, migration_monitor=None):
         self._migration_monitor = migration_monitor
         self._driver = driver
         self._store = store
         self._overrides = overrides
         self._selector = selector
         self._guest_monitor = guest_monitor
+        self._heartbeat_monitor = heartbeat_monitor
         self._audit = audit
         self._run_blocking = run_blocking or concurrency.inline_run_blocking
         self._clock = clock
@@ -74,8 +77,11 @@ class Inventory:
         guests = {}
         if self._guest_monitor is not None:
             guests = {g['uuid']: g for g in self._guest_monitor.status()}
+        beats = {}
+        if self._heartbeat_monitor is not None:
+            beats = {b['uuid']: b for b in self._heartbeat_monitor.status()}
         rows = [self._row(uuid, name, power, reason, known.get(uuid),
-                          guests.get(uuid), source)
+                          guests.get(uuid), source, beats.get(uuid))
                 for uuid, name, power, reason in infos]
         if self._migration_monitor is not None:
             migrating = {m['uuid']: m['migrating']
@@ -112,7 +118,8 @@ class Inventory:
             self._audit.request()  # catch up with what was not watched
         return self.instance(uuid)
 
-    def _row(self, uuid, name, power, reason, known, guest, source):
+    def _row(self, uuid, name, power, reason, known, guest, source,
+             beat=None):
         override = self._selector.overrides.get(uuid)
         if override is not None:
             monitoring = 'monitored' if override.enabled else 'disabled'
@@ -145,4 +152,22 @@ class Inventory:
             if guest['last_ping_at'] is not None:
                 row['last_ping_at'] = timestamps.isotime(
                     self._wall() - (self._clock() - guest['last_ping_at']))
+        row['heartbeat'] = heartbeat_cell(beat)
+        row['heartbeat_state'] = beat['state'] if beat else None
         return row
+
+
+def heartbeat_cell(beat):
+    """What the HEARTBEAT column says: 'enabled 1s', 'failed (2
+    missed)', 'paused (migrating)', or None without a channel."""
+    if beat is None:
+        return None
+    state = beat['state']
+    if state == 'failed':
+        return ('failed (%d missed)' % beat['misses'] if beat['misses']
+                else 'failed (unhealthy)')
+    if state == 'paused' and beat.get('paused'):
+        return 'paused (%s)' % ', '.join(beat['paused'])
+    if state in ('enabled', 'enabling') and beat.get('interval'):
+        return '%s %gs' % (state, beat['interval'])
+    return state

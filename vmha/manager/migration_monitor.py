@@ -601,7 +601,8 @@ class MigrationMonitor(monitor.Monitor):
         if recovery.kind == policy.RESUME_SOURCE:
             action = policy.RESUME_SOURCE
             self._pool.submit(('resume', migration.uuid),
-                              self._driver.resume_instance, migration.uuid)
+                              self._driver.unpause_instance,
+                              migration.uuid)
             LOG.warning('%s (%s): migration %s and left the source paused; '
                         'resuming it', migration.name, migration.uuid, why)
         self._conclude(migration, ERROR, action=action,

@@ -29,22 +29,29 @@ class AgentService:
     :param listeners: callables registered on the driver, in order
     :param audit: the ``PowerStateAudit``, or None
     :param guest_monitor: the ``GuestAgentMonitor``, or None
+    :param heartbeat_monitor: the ``HeartbeatMonitor``, or None (it is
+        in ``monitors`` too; this is for the actions and the metrics)
     :param monitors: every ``monitor.Monitor`` to start and stop (by
         default the guest-agent monitor)
+    :param actions: the ``action_runner.ActionRunner`` (lifecycle
+        actions over RPC), or None
     """
 
     def __init__(self, driver, host, sender=None, listeners=(), audit=None,
                  guest_monitor=None, reporter=None, inventory=None,
-                 health=None, metrics=None, monitors=None):
+                 health=None, metrics=None, monitors=None,
+                 heartbeat_monitor=None, actions=None):
         self.driver = driver
         self.host = host
         self.sender = sender
         self.audit = audit
         self.guest_monitor = guest_monitor
+        self.heartbeat_monitor = heartbeat_monitor
         self.reporter = reporter
         self.inventory = inventory
         self.health = health
         self.metrics = metrics
+        self.actions = actions
         # The monitor.Monitor s: started after the audit, stopped in
         # reverse before the driver's cleanup (see vmha.manager.monitor).
         if monitors is None:

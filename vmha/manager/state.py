@@ -43,6 +43,14 @@ class StateStore:
         return {row[0]: DomainState(*row) for row in self.journal.query(
             'SELECT %s FROM domain_state' % _COLUMNS)}
 
+    def failure_cause(self, uuid):
+        """The cause of the domain's open failure episode, or None (a
+        read outside any transaction: a monitor deciding whether to act
+        on a guest another monitor already reported)."""
+        rows = self.journal.query(
+            'SELECT failure_cause FROM domain_state WHERE uuid = ?', (uuid,))
+        return rows[0][0] if rows else None
+
     def record(self, tx, uuid, name, power_state, state_reason, when,
                incoming_migration=None):
         """Remember the domain's power state; an open episode stays.

@@ -8,7 +8,9 @@ process to oslo.service's eventlet backend unless one was chosen before:
 
 def register_all():
     """Import every object module so the registry knows every class."""
+    __import__('vmha.objects.action')
     __import__('vmha.objects.guest_health')
+    __import__('vmha.objects.heartbeat')
     __import__('vmha.objects.host_connection')
     __import__('vmha.objects.instance')
     __import__('vmha.objects.migration')

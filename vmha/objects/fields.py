@@ -45,12 +45,17 @@ class FailureCause(fields.Enum):
     # libvirt says "crashed" but no guest panic was seen: QEMU was killed
     # while libvirtd was away, say, or the guest crashed without pvpanic.
     CRASHED = 'crashed'
+    # The guest heartbeat: challenges unanswered, or the guest said it is
+    # unhealthy (vmha.manager.heartbeat_monitor).
+    HEARTBEAT_LOST = 'heartbeat_lost'
+    GUEST_UNHEALTHY = 'guest_unhealthy'
     # A live migration failed after its switch to post-copy: the guest's
     # memory is split between the two hosts, it cannot run on either.
     POSTCOPY_FAILED = 'postcopy_failed'
 
     ALL = (QEMU_DIED, GUEST_PANIC, IO_ERROR, WATCHDOG, CONTROL_ERROR,
-           GUEST_HUNG, VANISHED, CRASHED, POSTCOPY_FAILED)
+           GUEST_HUNG, VANISHED, CRASHED, HEARTBEAT_LOST, GUEST_UNHEALTHY,
+           POSTCOPY_FAILED)
 
     def __init__(self):
         super().__init__(valid_values=self.ALL)
@@ -77,6 +82,31 @@ class GuestHealthState(fields.Enum):
 
 class GuestHealthStateField(fields.BaseEnumField):
     AUTO_TYPE = GuestHealthState()
+
+
+class HeartbeatState(fields.Enum):
+    """States of the guest heartbeat's per-VM machine
+    (doc/heartbeat-protocol.md, "Timing and state")."""
+
+    WAITING = 'waiting'
+    ENABLING = 'enabling'
+    ENABLED = 'enabled'
+    FAILED = 'failed'
+    PAUSED = 'paused'
+    EXITED = 'exited'
+    CUT_OFF = 'cut_off'
+    # No channel connected (yet, or any more): vmha is connecting.
+    DISCONNECTED = 'disconnected'
+
+    ALL = (WAITING, ENABLING, ENABLED, FAILED, PAUSED, EXITED, CUT_OFF,
+           DISCONNECTED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class HeartbeatStateField(fields.BaseEnumField):
+    AUTO_TYPE = HeartbeatState()
 
 
 class ConnectionState(fields.Enum):
@@ -109,6 +139,43 @@ class MonitoringChangeSource(fields.Enum):
 
 class MonitoringChangeSourceField(fields.BaseEnumField):
     AUTO_TYPE = MonitoringChangeSource()
+
+
+class ActionPhase(fields.Enum):
+    """Phases of a lifecycle action (``vmha.manager.lifecycle_actions``)."""
+
+    VOTE = 'vote'  # the guest may reject the action
+    PRE = 'pre'  # the guest is told it will happen
+    ACTION = 'action'  # the action itself
+    POST = 'post'  # the guest is told it happened
+
+    ALL = (VOTE, PRE, ACTION, POST)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class ActionPhaseField(fields.BaseEnumField):
+    AUTO_TYPE = ActionPhase()
+
+
+class ActionResult(fields.Enum):
+    """What one phase of a lifecycle action came to."""
+
+    ACCEPTED = 'accepted'
+    REJECTED = 'rejected'
+    DONE = 'done'
+    FAILED = 'failed'
+    SKIPPED = 'skipped'
+
+    ALL = (ACCEPTED, REJECTED, DONE, FAILED, SKIPPED)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class ActionResultField(fields.BaseEnumField):
+    AUTO_TYPE = ActionResult()
 
 
 class MigrationPhase(fields.Enum):

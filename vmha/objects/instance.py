@@ -55,8 +55,10 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     # Version 1.0: Initial version
     # Version 1.1: episode; cause 'crashed' (crashed, cause unknown)
     # Version 1.2: suppressed
-    # Version 1.3: cause 'postcopy_failed' (a live migration lost the VM)
-    VERSION = '1.3'
+    # Version 1.3: causes 'heartbeat_lost', 'guest_unhealthy' (the guest
+    #              heartbeat)
+    # Version 1.4: cause 'postcopy_failed' (a live migration lost the VM)
+    VERSION = '1.4'
 
     fields = {
         'uuid': fields.UUIDField(),

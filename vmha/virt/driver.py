@@ -148,6 +148,43 @@ class VirtDriver(metaclass=abc.ABCMeta):
     def restart_instance(self, uuid):
         """Destroy the domain and start it again."""
 
+    # Lifecycle actions (``request_action``).  Each blocks (a stopped
+    # QEMU blocks it for as long as it is stopped): callers run them off
+    # the dispatcher and the hub, with a bound.  Each returns a phrase
+    # saying what it did, and raises DomainNotFound or HypervisorError.
+
+    @abc.abstractmethod
+    def stop_instance(self, uuid, shutdown_timeout):
+        """Shut the guest down gracefully (the ACPI power button), and
+        destroy the domain if it is still running after
+        ``shutdown_timeout`` seconds (0: destroy at once), as nova's
+        stop does."""
+
+    @abc.abstractmethod
+    def reboot_instance(self, uuid):
+        """Reboot the guest gracefully (it runs its own shutdown)."""
+
+    @abc.abstractmethod
+    def pause_instance(self, uuid):
+        """Pause the vCPUs; the memory stays in QEMU."""
+
+    @abc.abstractmethod
+    def unpause_instance(self, uuid):
+        """Run the vCPUs of a paused domain again."""
+
+    @abc.abstractmethod
+    def suspend_instance(self, uuid):
+        """Save the memory to disk and stop the domain (a managed save)."""
+
+    @abc.abstractmethod
+    def resume_instance(self, uuid):
+        """Start a suspended domain again from its saved memory."""
+
+    @abc.abstractmethod
+    def destroy_instance(self, uuid):
+        """Power the domain off at once (the power cord, not a graceful
+        shutdown: a corrective action on a guest that no longer answers).
+        """
     # Live migration: not abstract, so that a driver without migrations
     # (a test's) need not implement them.
 
@@ -177,12 +214,6 @@ class VirtDriver(metaclass=abc.ABCMeta):
 
     def abort_job(self, uuid):
         """Abort the domain's running job (a migration)."""
-        raise NotImplementedError
-
-    def pause_instance(self, uuid):
-        raise NotImplementedError
-
-    def resume_instance(self, uuid):
         raise NotImplementedError
 
     @abc.abstractmethod

@@ -329,5 +329,18 @@ class Domain:
         """A hard reset, as the reset button (virDomainReset)."""
         self._call(self._dom.reset, 0)
 
+    def reboot(self):
+        """A graceful reboot (virDomainReboot, default method: ACPI or
+        the guest agent, as the hypervisor chooses); returns at once."""
+        self._call(self._dom.reboot, 0)
+
+    def managed_save(self):
+        """Save the memory to libvirt's managed image and stop the
+        domain (virDomainManagedSave); ``start`` restores it."""
+        self._call(self._dom.managedSave, 0)
+
+    def has_managed_save(self):
+        return bool(self._call(self._dom.hasManagedSaveImage, 0))
+
     def undefine(self):
         self._call(self._dom.undefine)

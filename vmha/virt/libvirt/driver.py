@@ -6,6 +6,7 @@ import time
 
 from vmha import concurrency
 from vmha.virt import driver
+from vmha.virt import exception
 from vmha.virt import power_state
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import event_handler
@@ -14,6 +15,8 @@ from vmha.virt.libvirt import host as libvirt_host
 from vmha.virt.libvirt import migration
 
 LOG = logging.getLogger(__name__)
+
+SHUTOFF = 5  # virDomainState VIR_DOMAIN_SHUTOFF
 
 # virDomainState -> (power state, readable name), and reasons per state.
 _STATES = {
@@ -67,6 +70,7 @@ class LibvirtDriver(driver.VirtDriver):
         super().__init__()
         self._api = api or libvirt_api.LibvirtAPI()
         self._uri = uri
+        self._backend = concurrency.get(backend)
         # Guest-agent calls go over connections of their own, at most
         # max_client_requests at once on each (see guest.py).
         self.agent_connections = guest.AgentConnections(
@@ -185,6 +189,80 @@ class LibvirtDriver(driver.VirtDriver):
             domain.start()
         self.agent_connections.call(restart)
 
+    def destroy_instance(self, uuid):
+        self.agent_connections.call(lambda conn: conn.lookup(uuid).destroy())
+
+    # Lifecycle actions: on the agent connections, like the guest-agent
+    # calls, so a slow action never holds up the event connection.
+
+    def _on_domain(self, uuid, function):
+        return self.agent_connections.call(
+            lambda conn: function(conn.lookup(uuid)))
+
+    def stop_instance(self, uuid, shutdown_timeout, poll=0.5):
+        def off(domain):
+            # A transient domain is gone once it is off: off too.
+            try:
+                return domain.state()[0] == SHUTOFF
+            except exception.DomainNotFound:
+                return True
+
+        def stop(domain):
+            if domain.state()[0] == SHUTOFF:
+                return 'already shut off'
+            started = time.monotonic()
+            if shutdown_timeout > 0:
+                domain.shutdown()
+                while time.monotonic() - started < shutdown_timeout:
+                    if off(domain):
+                        return 'shut down by the guest in %.1fs' % (
+                            time.monotonic() - started)
+                    self._backend.native_sleep(min(poll, max(
+                        0.0, shutdown_timeout -
+                        (time.monotonic() - started))))
+            if off(domain):
+                return 'shut down by the guest in %.1fs' % (
+                    time.monotonic() - started)
+            domain.destroy()
+            if not shutdown_timeout:
+                return 'destroyed (no graceful shutdown asked for)'
+            return ('destroyed: the guest did not shut down within %gs'
+                    % shutdown_timeout)
+        return self._on_domain(uuid, stop)
+
+    def reboot_instance(self, uuid):
+        def reboot(domain):
+            domain.reboot()
+            return 'reboot requested (graceful)'
+        return self._on_domain(uuid, reboot)
+
+    def pause_instance(self, uuid):
+        def pause(domain):
+            domain.suspend()
+            return 'paused'
+        return self._on_domain(uuid, pause)
+
+    def unpause_instance(self, uuid):
+        def unpause(domain):
+            domain.resume()
+            return 'unpaused'
+        return self._on_domain(uuid, unpause)
+
+    def suspend_instance(self, uuid):
+        def suspend(domain):
+            domain.managed_save()
+            return 'memory saved, domain stopped (managed save)'
+        return self._on_domain(uuid, suspend)
+
+    def resume_instance(self, uuid):
+        def resume(domain):
+            if not domain.has_managed_save():
+                raise exception.HypervisorError(
+                    'domain %s has no saved memory to resume from (resume '
+                    'follows a suspend)' % uuid)
+            domain.start()
+            return 'started from its saved memory'
+        return self._on_domain(uuid, resume)
     # --- live migration ---------------------------------------------------
 
     def job_stats(self, uuid):
@@ -223,9 +301,3 @@ class LibvirtDriver(driver.VirtDriver):
 
     def abort_job(self, uuid):
         self.agent_connections.call(lambda conn: conn.lookup(uuid).abort_job())
-
-    def pause_instance(self, uuid):
-        self.agent_connections.call(lambda conn: conn.lookup(uuid).suspend())
-
-    def resume_instance(self, uuid):
-        self.agent_connections.call(lambda conn: conn.lookup(uuid).resume())
