@@ -5,15 +5,10 @@
     vmha-action INSTANCE migrate-abort | migrate-force-complete |
                 migrate-pause [--host H]
 
-``vmha/cmd/action.py`` (branch hb-actions, not on main when this was
-written) owns the binary; this module holds what the migrate verbs add:
-the verbs, their options, and one call each through ``rpcapi.AgentAPI``
-(``live_migrate``, ``migration_task``) that returns the line to print
-and the exit code, so that ``action.main`` only dispatches::
-
-    if migrate.handles(conf.action):
-        line, code = migrate.run(client, ctxt, host, conf.instance,
-                                 conf.action, conf.destination, options)
+``vmha/cmd/action.py`` owns the binary; this module holds what the
+migrate verbs add: the verbs, their options, and one call each through
+``rpcapi.AgentAPI`` (``live_migrate``, ``migration_task``) that returns
+the line to print and the exit code; ``action.main`` dispatches to it.
 
 The migration runs on after the command returns: its progress and end
 are ``instance.migration`` notifications and ``vmha-status``'s
