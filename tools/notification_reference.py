@@ -55,7 +55,9 @@ DESCRIPTIONS = {
             'and the bridge ignores it. `cause` (one of `qemu_died`, '
             '`guest_panic`, `io_error`, `watchdog`, `control_error`, '
             '`guest_hung`, `vanished`, `crashed`, `heartbeat_lost`, '
-            '`guest_unhealthy`) and `evidence` keep the real cause; a '
+            '`guest_unhealthy`, `postcopy_failed`: a live migration '
+            'failed after its switch to post-copy, the VM cannot run on '
+            'either host) and `evidence` keep the real cause; a '
             'heartbeat failure vmha stopped itself (corrective action '
             '`stop`) is `LIFECYCLE` / `STOPPED_DESTROYED`, which Masakari '
             'records and does not recover. `episode` names the failure '
@@ -131,6 +133,28 @@ DESCRIPTIONS = {
             'recovered, paused, exited on purpose. `state` and '
             '`old_state` are one of `waiting`, `enabling`, `enabled`, '
             '`failed`, `paused`, `exited`, `cut_off`, `disconnected`.'),
+    },
+    'instance.migration': {
+        'priorities': ('INFO', 'ERROR'),
+        'when': (
+            'A live migration of an instance, seen from this host '
+            '(`direction` `outgoing` on the source, `incoming` on the '
+            'destination), whoever started it. `phase` `start` when it '
+            'is first seen, `progress` when a memory iteration begins, '
+            'when it switches to post-copy, or when vmha acts on it '
+            '(`action`: `set_downtime` for a downtime step of a migration '
+            'vmha drives, `abort`, `force_complete_postcopy` or '
+            '`pause_guest` past the completion timeout or when stalled, '
+            'an operator\'s task; `reason` says why), `end` when it '
+            'completed, `error` (ERROR) when it failed or was aborted: '
+            '`action` `resume_source` when vmha resumed a source the '
+            'failure left paused. The figures are libvirt\'s job '
+            'statistics on the source (null on the destination); '
+            '`downtime_ms` is the maximum downtime vmha last set; '
+            '`destination` is known for migrations vmha drives '
+            '(`driven`). Information only: a failed post-copy migration '
+            'is reported by an `instance.failure` with cause '
+            '`postcopy_failed`.'),
     },
     'guest.health': {
         'priorities': ('INFO', 'WARN', 'ERROR'),

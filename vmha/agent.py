@@ -21,6 +21,8 @@ from vmha.manager import health as health_lib
 from vmha.manager import heartbeat_monitor
 from vmha.manager import inventory as inventory_lib
 from vmha.manager import metrics as metrics_lib
+from vmha.manager import migration_driver as migration_driver_lib
+from vmha.manager import migration_monitor
 from vmha.manager import overrides
 from vmha.manager import rate_limit
 from vmha.manager import recoveries as recoveries_lib
@@ -79,6 +81,12 @@ def build(conf, driver, journal, outbox, sender):
         beats.observe_latency = metrics.observe_heartbeat
         listeners.append(beats)
         monitors.append(beats)
+    # Every live migration on the host is watched (it only reads job
+    # statistics of domains that migrate, and acts per [migration]).
+    migrations = migration_monitor.MigrationMonitor.from_conf(
+        conf, driver, journal, reporter, backend)
+    listeners.append(migrations)
+    monitors.append(migrations)
     # Last: the failure monitor still sees an undefined domain's
     # choice when it handles the UNDEFINED event.
     keeper = overrides.OverrideKeeper(
@@ -90,7 +98,8 @@ def build(conf, driver, journal, outbox, sender):
     inventory = inventory_lib.Inventory(
         driver, store, keeper, selector, guest_monitor=guests,
         audit=audit, run_blocking=backend.run_blocking,
-        heartbeat_monitor=beats, recoveries=recoveries)
+        heartbeat_monitor=beats, recoveries=recoveries,
+        migration_monitor=migrations)
     # Every loop /healthz watches, in the order of its checks.
     loops = [audit] + monitors + ([beats.hub] if beats else []) + (
         [sender] if sender else [])
@@ -112,6 +121,12 @@ def build(conf, driver, journal, outbox, sender):
         health=health, metrics=metrics, monitors=monitors,
         heartbeat_monitor=beats, actions=actions,
         recoveries=recoveries)
+    service.migration_monitor = migrations
+    migrate_pool = concurrency.NativePool(
+        backend, migration_driver_lib.MAX_CONCURRENT, name='vmha-migrate')
+    migrations.also_close.append(migrate_pool)
+    service.migration_driver = migration_driver_lib.MigrationDriver(
+        driver, migrations, migrate_pool, migrations.settings)
     metrics.watch(service)
     if conf.health.port:
         service.surfaces.append(http_api.HttpEndpoint(

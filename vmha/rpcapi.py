@@ -31,6 +31,7 @@ import oslo_messaging
 import vmha.conf
 from vmha.manager import action_runner
 from vmha.manager import inventory
+from vmha.manager import migration_driver
 
 #: The topic every agent listens on; the server name is the agent's host.
 TOPIC = 'vmha-agent'
@@ -73,6 +74,8 @@ _REMOTE_EXCEPTIONS = {
     'ChangesRefused': ChangesRefused,
     'UnknownAction': action_runner.UnknownAction,
     'ActionInProgress': action_runner.ActionInProgress,
+    'MigrationRefused': migration_driver.MigrationRefused,
+    'ValueError': ValueError,
 }
 
 
@@ -133,6 +136,7 @@ class AgentAPI:
                 set_monitoring, get_status
         * 1.1 - request_action
         * 1.2 - recovery_changed (a cast, from vmha-masakari-bridge)
+        * 1.3 - live_migrate, migration_task
 
     :param transport: an oslo.messaging RPC transport (``get_transport``)
     :param timeout: seconds to wait for an answer (default:
@@ -141,7 +145,7 @@ class AgentAPI:
         a release name from ``VERSION_ALIASES`` (default: this client's)
     """
 
-    VERSION = '1.2'
+    VERSION = '1.3'
 
     # The newest API version each vmha release serves, for version_cap
     # while agents are upgraded host by host.
@@ -219,6 +223,25 @@ class AgentAPI:
         return self._call(ctxt, host, 'request_action', {
             'instance': instance, 'action': action, 'vote_only': vote_only},
             version='1.1', call_timeout=timeout)
+    def live_migrate(self, ctxt, host, instance, destination_uri,
+                     options=None):
+        """Migrate ``instance`` live from ``host`` to the libvirt URI
+        ``destination_uri`` with vmha's policy (``[migration]`` of that
+        agent); returns once it started (its progress and end are
+        ``instance.migration`` notifications).  ``options``:
+        ``block_migration`` (bool), ``bandwidth_mib`` (MiB/s).  Raises
+        ``inventory.InstanceNotFound``, ``ChangesRefused``,
+        ``MigrationRefused``."""
+        return self._call(ctxt, host, 'live_migrate', {
+            'instance': instance, 'destination_uri': destination_uri,
+            'options': options}, version='1.3')
+
+    def migration_task(self, ctxt, host, instance, task):
+        """Queue ``task`` (``force_complete``, ``abort``, ``pause``) for
+        the outgoing migration of ``instance``.  Raises ValueError (not
+        migrating, unknown task), ``ChangesRefused``."""
+        return self._call(ctxt, host, 'migration_task', {
+            'instance': instance, 'task': task}, version='1.3')
 
     def recovery_changed(self, ctxt, host, recovery):
         """Tell ``host``'s agent what became of one of its failures (a

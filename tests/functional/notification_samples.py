@@ -17,6 +17,7 @@ from vmha.objects import guest_health
 from vmha.objects import heartbeat
 from vmha.objects import host_connection
 from vmha.objects import instance
+from vmha.objects import migration
 from vmha.objects import monitoring
 from vmha.objects import recovery
 
@@ -84,6 +85,14 @@ BUILDERS = {
                              "0d4c1f2b3a4c' is successfully recovered.",
                   'progress': '1.0'}]},
         ]),
+    'instance-migration': lambda: migration.migration_notification(
+        HOST, UUID, 'web-1', fields.MigrationPhase.PROGRESS,
+        fields.MigrationDirection.OUTGOING, WHEN,
+        destination='qemu+tls://compute-2/system', driven=True,
+        stats={'data_total': 4294967296, 'data_processed': 2705326080,
+               'data_remaining': 1589641216,
+               'memory_dirty_rate': 52428800, 'iteration': 3},
+        downtime_ms=95, action='set_downtime', reason='downtime_step'),
 }
 
 

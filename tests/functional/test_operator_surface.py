@@ -248,6 +248,10 @@ def test_metrics_parse_and_count_what_happened(agents, test_driver,
     assert samples[('vmha_notifications_sent_total', ())] >= 2
     assert samples[('vmha_outbox_depth', ())] == 0
     assert samples[('vmha_libvirt_connected', ())] == 1
+    # The migration monitor watches test:///default too (it cannot
+    # migrate: nothing under way).
+    assert samples[('vmha_migrations_active', ())] == 0
+    assert samples[('vmha_migration_bytes_remaining', ())] == 0
     assert samples[('vmha_instances', (('monitoring', 'monitored'),))] >= 2
     assert ('vmha_event_queue_depth', ()) in samples
     assert ('vmha_outbox_oldest_age_seconds', ()) in samples
@@ -317,7 +321,8 @@ def test_vmha_status_of_a_busy_agent(agents, tmp_path, wait_for):
     assert lines[0].startswith('vmha-agent on compute-1: healthy')
     assert lines[1].split() == ['NAME', 'UUID', 'POWER', 'MONITORING',
                                 'GUEST', 'AGENT', 'LAST', 'PING',
-                                'HEARTBEAT', 'LAST', 'DECISION', 'RECOVERY']
+                                'HEARTBEAT', 'LAST', 'DECISION', 'RECOVERY',
+                                'MIGRATING']
     rows = {line.split()[0]: line for line in lines[2:]}
     assert sorted(rows) == ['batch-1', 'db-1', 'web-1']
     assert 'disabled (maintenance)' in rows['batch-1']

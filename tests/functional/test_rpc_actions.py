@@ -248,3 +248,22 @@ def test_cli_errors(agents, boot):
     code, out, err = run_cli(agent, domain.name, 'reboot')
     assert code == action_cmd.EXIT_FAILED
     assert 'failed' in out and 'not running' in out
+
+
+def test_cli_migrate_and_its_tasks(agents, boot):
+    """test:///default cannot migrate: the migration starts, then fails
+    (an instance.migration error); the tasks need a migration under
+    way."""
+    agent = agents()
+    domain = boot()
+
+    code, out, err = run_cli(agent, domain.name, 'migrate',
+                             'test:///default')
+    assert code == 0, err
+    assert out.startswith('live migration of %s to test:///default '
+                          'started' % domain.name)
+    code, out, err = run_cli(agent, domain.name, 'migrate')
+    assert code == 2 and 'needs a destination' in err
+    code, out, err = run_cli(agent, 'no-such-vm', 'migrate-abort')
+    assert code == 1 and 'refused' in err
+    assert domain.state()[0] == RUNNING

@@ -33,6 +33,7 @@ from vmha.journal import db
 from vmha.journal import outbox as outbox_lib
 from vmha.journal import sender as sender_lib
 from vmha.manager import inventory
+from vmha.manager import migration_driver
 from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import driver as libvirt_driver
 
@@ -384,6 +385,78 @@ def test_allow_changes_false_makes_the_rpc_api_read_only(tmp_path, boot):
         assert row['monitoring'] == 'monitored'
         assert agent.call('get_status')['host'] == HOST
         assert agent.monitoring_notifications(domain.uuid) == []
+    finally:
+        agent.stop()
+
+
+def migration_notifications(agent, uuid):
+    rows = agent.journal.query(
+        "SELECT payload FROM outbox WHERE event_type = "
+        "'instance.migration' ORDER BY seq")
+    payloads = [json.loads(row[0])['vmha_object.data'] for row in rows]
+    return [(p['phase'], p['direction'], p['driven'])
+            for p in payloads if p['uuid'] == uuid]
+
+
+def test_live_migrate_that_libvirt_refuses_is_an_error_not_a_failure(
+        agents, boot, wait_for):
+    """test:///default cannot migrate: the call fails, the domain runs
+    on, the error is notified, and nothing calls it a failure."""
+    agent = agents()
+    domain = boot('mig')
+    answer = agent.call('live_migrate', domain.name, 'test:///default',
+                        ctxt=OPERATOR)
+    assert answer['instance'] == domain.uuid
+    wait_for(lambda: migration_notifications(agent, domain.uuid)[-1:] ==
+             [('error', 'outgoing', True)], what='the error notification')
+    assert migration_notifications(agent, domain.uuid)[0] == (
+        'start', 'outgoing', True)
+    assert domain.state()[0] == 1  # running
+    assert agent.call('run_audit')['reported'] == 0
+    rows = agent.journal.query(
+        "SELECT count(*) FROM outbox WHERE event_type = 'instance.failure'")
+    assert rows[0][0] == 0
+
+
+def test_migration_rpc_refuses_what_it_cannot_do(agents, boot):
+    agent = agents()
+    domain = boot('mig')
+    with pytest.raises(migration_driver.MigrationRefused, match='URI'):
+        agent.call('live_migrate', domain.uuid, 'compute-2', ctxt=OPERATOR)
+    with pytest.raises(ValueError, match='not migrating'):
+        agent.call('migration_task', domain.uuid, 'abort', ctxt=OPERATOR)
+    with pytest.raises(inventory.InstanceNotFound):
+        agent.call('live_migrate', 'no-such-vm', 'test:///default')
+
+
+def test_the_migrate_verbs_of_vmha_action(agents, boot, wait_for):
+    from vmha.cmd import migrate
+    agent = agents()
+    domain = boot('mig')
+    line, code = migrate.run(agent.client, OPERATOR, HOST, domain.name,
+                             'migrate', 'test:///default')
+    assert code == 0 and line.startswith('live migration of %s to '
+                                         'test:///default started'
+                                         % domain.name)
+    wait_for(lambda: migration_notifications(agent, domain.uuid)[-1:] ==
+             [('error', 'outgoing', True)], what='the error notification')
+    line, code = migrate.run(agent.client, OPERATOR, HOST, domain.name,
+                             'migrate-abort')
+    assert code == migrate.EXIT_FAILED and 'not migrating' in line
+    assert migrate.run(agent.client, OPERATOR, HOST, domain.name,
+                       'migrate')[1] == migrate.EXIT_CONFIG
+
+
+def test_allow_changes_false_refuses_migrations(tmp_path, boot):
+    agent = Agent(tmp_path / 'vmha.sqlite',
+                  groups={'rpc': {'allow_changes': False}})
+    try:
+        domain = boot()
+        with pytest.raises(rpcapi.ChangesRefused, match='read-only'):
+            agent.call('live_migrate', domain.uuid, 'test:///default')
+        with pytest.raises(rpcapi.ChangesRefused, match='read-only'):
+            agent.call('migration_task', domain.uuid, 'abort')
+        assert migration_notifications(agent, domain.uuid) == []
     finally:
         agent.stop()
 

@@ -141,7 +141,7 @@ def _drop_field(name):
     (_broken(_set('vmha_object.data', ['uuid'])),
      'payload has no vmha_object.data dict (got list)'),
     (_broken(_drop_field('host')),
-     'InstanceFailurePayload 1.3 is missing field(s): host'),
+     'InstanceFailurePayload 1.4 is missing field(s): host'),
     (_broken(lambda p: (p['vmha_object.data'].pop('uuid'),
                         p['vmha_object.data'].pop('detected_at'))),
      'is missing field(s): uuid, detected_at'),

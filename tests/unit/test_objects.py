@@ -27,11 +27,13 @@ EXPECTED_HASHES = {
     'HostConnectionNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'HostConnectionPayload': '1.0-5cd5379569033ed8cc7bdcfaa85c17ce',
     'InstanceFailureNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
-    'InstanceFailurePayload': '1.3-f33d83ee4609fe3893937296bc50dd00',
     'InstanceHeartbeatNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceHeartbeatPayload': '1.0-5ca76137826b8303363a237da984fd56',
+    'InstanceFailurePayload': '1.4-cbe3059f7a10b48d5e58d50fa692beb5',
     'InstanceLifecycleNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceLifecyclePayload': '1.0-7dd273c553959731ded00ecb96dd57ec',
+    'InstanceMigrationNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
+    'InstanceMigrationPayload': '1.0-52206216c8b070def9658f0cc748dc5f',
     'InstanceMonitoringNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
     'InstanceMonitoringPayload': '1.0-1fbd713d2913b92dcefca72dc5c96274',
     'InstanceRecoveryNotification': '1.0-a73147b93b520ff0061865849d3dfa56',
@@ -44,8 +46,8 @@ EXPECTED_HASHES = {
 # the object tree too.
 PAYLOAD_VERSIONS = {'GuestHealth': '1.0', 'HostConnection': '1.0',
                     'InstanceAction': '1.0',
-                    'InstanceFailure': '1.3', 'InstanceHeartbeat': '1.0',
-                    'InstanceLifecycle': '1.0',
+                    'InstanceFailure': '1.4', 'InstanceHeartbeat': '1.0',
+                    'InstanceLifecycle': '1.0', 'InstanceMigration': '1.0',
                     'InstanceMonitoring': '1.0', 'InstanceRecovery': '1.0'}
 EXPECTED_TREE = {
     name + 'Notification': {name + 'Payload': version, 'EventType': '1.0',

@@ -35,6 +35,7 @@ from vmha import rpcapi
 from vmha.manager import action_runner
 from vmha.manager import inventory
 from vmha.manager import lifecycle_actions
+from vmha.manager import migration_driver
 from vmha.manager import overrides
 
 LOG = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class AgentEndpoint:
     # The newest version this endpoint serves (history in
     # rpcapi.AgentAPI); it serves every 1.x before it too.
     target = oslo_messaging.Target(namespace=rpcapi.NAMESPACE,
-                                   version='1.2')
+                                   version='1.3')
 
     def __init__(self, service, backend, allow_changes=True):
         self._service = service
@@ -134,6 +135,44 @@ class AgentEndpoint:
         if recoveries is None:
             return
         recoveries.changed(recovery)
+
+    def _refuse_changes(self, what, instance, ctxt):
+        if not self._allow_changes:
+            LOG.warning('%s of %s refused (asked by %s): [rpc] '
+                        'allow_changes is false', what, instance,
+                        overrides.requested_by(ctxt))
+            raise rpcapi.ChangesRefused(
+                'the RPC API of %s is read-only ([rpc] allow_changes is '
+                'false): %s of %s refused'
+                % (self._service.host, what, instance))
+
+    def _migrations(self):
+        driver = getattr(self._service, 'migration_driver', None)
+        if driver is None:
+            raise migration_driver.MigrationRefused(
+                'the migration monitor is off on %s' % self._service.host)
+        return driver
+
+    @oslo_messaging.expected_exceptions(
+        inventory.InstanceNotFound, rpcapi.ChangesRefused,
+        migration_driver.MigrationRefused)
+    def live_migrate(self, ctxt, instance, destination_uri, options=None):
+        self._refuse_changes('live_migrate', instance, ctxt)
+        row = self._service.inventory.instance(instance)
+        LOG.info('live_migrate of %s (%s) to %s asked by %s', row['name'],
+                 row['uuid'], destination_uri, overrides.requested_by(ctxt))
+        return self._migrations().live_migrate(row['uuid'], row['name'],
+                                               destination_uri, options)
+
+    @oslo_messaging.expected_exceptions(
+        inventory.InstanceNotFound, rpcapi.ChangesRefused, ValueError,
+        migration_driver.MigrationRefused)
+    def migration_task(self, ctxt, instance, task):
+        self._refuse_changes('migration_task', instance, ctxt)
+        row = self._service.inventory.instance(instance)
+        LOG.info('migration task %s for %s (%s) asked by %s', task,
+                 row['name'], row['uuid'], overrides.requested_by(ctxt))
+        return self._migrations().task(row['uuid'], task)
 
     def _run_audit(self, timeout):
         """Request an audit and wait until one that started after the

@@ -7,7 +7,8 @@ and returns text: one health line, then one row per domain.
 import datetime
 
 COLUMNS = ('NAME', 'UUID', 'POWER', 'MONITORING', 'GUEST AGENT',
-           'LAST PING', 'HEARTBEAT', 'LAST DECISION', 'RECOVERY')
+           'LAST PING', 'HEARTBEAT', 'LAST DECISION', 'RECOVERY',
+           'MIGRATING')
 
 
 def health_line(status):
@@ -83,7 +84,8 @@ def _cells(row, now):
     return (row.get('name') or '-', row.get('uuid') or '-', power,
             monitoring, row.get('guest_agent') or '-', ping,
             row.get('heartbeat') or '-', decision,
-            recovery_cell(row.get('recovery')))
+            recovery_cell(row.get('recovery')),
+            row.get('migrating') or '-')
 
 
 def recovery_cell(recovery):

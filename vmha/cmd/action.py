@@ -2,6 +2,8 @@
 votes on.
 
     vmha-action INSTANCE ACTION [--vote-only] [--host H] [--json]
+    vmha-action INSTANCE migrate DEST [--block-migration] [--bandwidth MIB]
+    vmha-action INSTANCE migrate-abort|migrate-force-complete|migrate-pause
 
 ``ACTION`` is one of stop, reboot, pause, unpause, suspend, resume,
 resize-begin, resize-end, live-migrate-begin, live-migrate-end,
@@ -25,6 +27,7 @@ import sys
 from oslo_config import cfg
 
 from vmha import cmd
+from vmha.cmd import migrate
 import vmha.conf
 
 EXIT_FAILED = 1
@@ -60,6 +63,8 @@ cli_opts = [
                  help='Seconds to wait for the agent (default: long enough '
                       'for a vote, the notices and a graceful stop).'),
 ]
+# DEST, --block-migration, --bandwidth (vmha/cmd/migrate.py).
+cli_opts += migrate.cli_opts
 
 
 def parse_config(argv):
@@ -114,12 +119,14 @@ def main(argv=None, out=None, err=None, transport=None):
     from vmha.manager import action_runner
     from vmha.manager import inventory
     from vmha.manager import lifecycle_actions
+    host = conf.agent_host or conf.host
+    if migrate.handles(conf.action):
+        return _migrate(conf, host, transport, out, err)
     try:
         lifecycle_actions.row(conf.action)
     except lifecycle_actions.UnknownAction as error:
         err.write('vmha-action: %s\n' % error)
         return EXIT_CONFIG
-    host = conf.agent_host or conf.host
     own_transport = transport is None
     try:
         if own_transport:
@@ -159,6 +166,29 @@ def main(argv=None, out=None, err=None, transport=None):
         out.write(json.dumps(answer, indent=2, sort_keys=True) + '\n')
     else:
         out.write(line + '\n')
+    return code
+
+
+def _migrate(conf, host, transport, out, err):
+    """``migrate DEST`` and the migration tasks (vmha/cmd/migrate.py)."""
+    from vmha import rpcapi
+    own_transport = transport is None
+    try:
+        if own_transport:
+            transport = rpcapi.get_transport(conf)
+    except vmha.conf.ConfigError as error:
+        err.write('vmha-action: configuration error: %s\n' % error)
+        return EXIT_CONFIG
+    try:
+        line, code = migrate.run(
+            rpcapi.AgentAPI(transport, timeout=conf.timeout), {}, host,
+            conf.instance, conf.action, conf.destination,
+            migrate.options(conf))
+    finally:
+        if own_transport:
+            rpcapi.cleanup(transport)
+    (out if code == 0 else err).write(
+        ('' if code == 0 else 'vmha-action: ') + line + '\n')
     return code
 
 

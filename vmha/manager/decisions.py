@@ -148,3 +148,10 @@ def vanished():
     """A domain the journal knew running is gone: nobody saw it stop."""
     return _verdict(Cause.VANISHED, VANISHED,
                     'power-state audit: the domain no longer exists')
+
+
+def postcopy_failed(evidence):
+    """A live migration failed after its switch to post-copy: the guest's
+    memory is split between the hosts and it runs on neither, so it is
+    reported with the pair Masakari recovers (a stopped, failed VM)."""
+    return _verdict(Cause.POSTCOPY_FAILED, QEMU_DIED, evidence)

@@ -76,6 +76,8 @@ _SUPPRESSING = frozenset({
     ev.EVENT_LIFECYCLE_POSTCOPY_STARTED,
     ev.EVENT_LIFECYCLE_MIGRATION_COMPLETED,
     ev.EVENT_LIFECYCLE_SHUTTING_DOWN, ev.EVENT_LIFECYCLE_CRASHED})
+# A live migration's guest now runs on this host.
+_ARRIVED = frozenset({'RESUMED_MIGRATED', 'RESUMED_POSTCOPY'})
 _GONE = frozenset({ev.EVENT_LIFECYCLE_STOPPED, ev.EVENT_LIFECYCLE_UNDEFINED})
 _INBOX_EVENTS = (ev.InstanceEvent, ev.ConnectionRestoredEvent,
                  ev.ResyncRequiredEvent)
@@ -367,6 +369,10 @@ class GuestAgentMonitor(monitor.Monitor):
                 return
             elif transition == ev.EVENT_LIFECYCLE_RESUMED:
                 self._input(watched, gs.RESET, event.vir_domain_event)
+                if event.vir_domain_event in _ARRIVED:
+                    # Hand-over: the guest runs here from now on; ask it
+                    # at once, not one interval later.
+                    self._plan(watched, now)
             elif transition in _SUPPRESSING:
                 self._input(watched, gs.SUPPRESS, event.vir_domain_event)
             elif transition == ev.EVENT_LIFECYCLE_DEFINED:

@@ -36,6 +36,8 @@ class Inventory:
     :param guest_monitor: the ``GuestAgentMonitor``, or None
     :param heartbeat_monitor: the ``HeartbeatMonitor``, or None
     :param audit: the ``PowerStateAudit`` (run after re-enabling), or None
+    :param migration_monitor: the ``MigrationMonitor``, or None (the
+        MIGRATING column: 'out 63% it3 dt=150ms', 'in')
     :param run_blocking: the backend's way to make a libvirt call
     :param clock: the guest monitor's monotonic clock
     :param recoveries: the ``recoveries.RecoveryBook``, or None
@@ -44,7 +46,9 @@ class Inventory:
     def __init__(self, driver, store, overrides, selector,
                  guest_monitor=None, audit=None, run_blocking=None,
                  clock=time.monotonic, wall=time.time,
-                 heartbeat_monitor=None, recoveries=None):
+                 heartbeat_monitor=None, recoveries=None,
+                 migration_monitor=None):
+        self._migration_monitor = migration_monitor
         self._driver = driver
         self._store = store
         self._overrides = overrides
@@ -87,6 +91,11 @@ class Inventory:
                 for uuid, name, power, reason in infos]
         for row in rows:
             row['recovery'] = recoveries.get(row['uuid'])
+        if self._migration_monitor is not None:
+            migrating = {m['uuid']: m['migrating']
+                         for m in self._migration_monitor.status()}
+            for row in rows:
+                row['migrating'] = migrating.get(row['uuid'])
         return sorted(rows, key=lambda row: (row['name'], row['uuid']))
 
     def instance(self, key):

@@ -128,6 +128,14 @@ class ServiceCollector:
                      'connection is up.', int(connection.connected))
         yield _counter('vmha_libvirt_reconnects', 'Times the libvirt '
                        'connection was restored.', connection.reconnects)
+        migrations = getattr(service, 'migration_monitor', None)
+        if migrations is not None:
+            active, remaining = migrations.metrics()
+            yield _gauge('vmha_migrations_active', 'Live migrations under '
+                         'way on this host, either direction.', active)
+            yield _gauge('vmha_migration_bytes_remaining', 'Bytes the '
+                         'outgoing live migrations still have to send (at '
+                         'their last job-statistics read).', remaining)
         yield from self._decisions()
         yield from self._recoveries()
         yield from self._delivery()

@@ -13,6 +13,7 @@ def register_all():
     __import__('vmha.objects.heartbeat')
     __import__('vmha.objects.host_connection')
     __import__('vmha.objects.instance')
+    __import__('vmha.objects.migration')
     __import__('vmha.objects.monitoring')
     __import__('vmha.objects.notification')
     __import__('vmha.objects.recovery')

@@ -51,9 +51,13 @@ class FailureCause(fields.Enum):
     # unhealthy (vmha.manager.heartbeat_monitor).
     HEARTBEAT_LOST = 'heartbeat_lost'
     GUEST_UNHEALTHY = 'guest_unhealthy'
+    # A live migration failed after its switch to post-copy: the guest's
+    # memory is split between the two hosts, it cannot run on either.
+    POSTCOPY_FAILED = 'postcopy_failed'
 
     ALL = (QEMU_DIED, GUEST_PANIC, IO_ERROR, WATCHDOG, CONTROL_ERROR,
-           GUEST_HUNG, VANISHED, CRASHED, HEARTBEAT_LOST, GUEST_UNHEALTHY)
+           GUEST_HUNG, VANISHED, CRASHED, HEARTBEAT_LOST, GUEST_UNHEALTHY,
+           POSTCOPY_FAILED)
 
     def __init__(self):
         super().__init__(valid_values=self.ALL)
@@ -202,3 +206,35 @@ class RecoveryStatus(fields.Enum):
 
 class RecoveryStatusField(fields.BaseEnumField):
     AUTO_TYPE = RecoveryStatus()
+
+
+class MigrationPhase(fields.Enum):
+    """Where a live migration is, as ``instance.migration`` says."""
+
+    START = 'start'
+    PROGRESS = 'progress'
+    END = 'end'  # completed
+    ERROR = 'error'  # failed, aborted or timed out
+
+    ALL = (START, PROGRESS, END, ERROR)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class MigrationPhaseField(fields.BaseEnumField):
+    AUTO_TYPE = MigrationPhase()
+
+
+class MigrationDirection(fields.Enum):
+    OUTGOING = 'outgoing'
+    INCOMING = 'incoming'
+
+    ALL = (OUTGOING, INCOMING)
+
+    def __init__(self):
+        super().__init__(valid_values=self.ALL)
+
+
+class MigrationDirectionField(fields.BaseEnumField):
+    AUTO_TYPE = MigrationDirection()

@@ -57,7 +57,8 @@ class InstanceFailurePayload(notification.NotificationPayloadBase):
     # Version 1.2: suppressed
     # Version 1.3: causes 'heartbeat_lost', 'guest_unhealthy' (the guest
     #              heartbeat)
-    VERSION = '1.3'
+    # Version 1.4: cause 'postcopy_failed' (a live migration lost the VM)
+    VERSION = '1.4'
 
     fields = {
         'uuid': fields.UUIDField(),

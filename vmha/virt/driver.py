@@ -185,6 +185,36 @@ class VirtDriver(metaclass=abc.ABCMeta):
         """Power the domain off at once (the power cord, not a graceful
         shutdown: a corrective action on a guest that no longer answers).
         """
+    # Live migration: not abstract, so that a driver without migrations
+    # (a test's) need not implement them.
+
+    def job_stats(self, uuid):
+        """The domain's current job as a hypervisor-neutral dict (see
+        ``vmha.virt.libvirt.migration.neutral_stats``): ``active``,
+        ``direction``, data total/processed/remaining, memory dirty
+        rate, iteration, downtime, ``postcopy``, ``state_reason``.
+        Raises DomainNotFound, HypervisorError."""
+        raise NotImplementedError
+
+    def live_migrate(self, uuid, destination_uri, features=(),
+                     block_migration=False, bandwidth_mib=None):
+        """Migrate the domain live to ``destination_uri`` (peer to peer);
+        blocks until it ends: run it off the hub and the dispatcher.
+        ``features``: {'postcopy', 'auto_converge'}.  Raises
+        HypervisorError when the migration fails."""
+        raise NotImplementedError
+
+    def set_migration_downtime(self, uuid, downtime_ms):
+        """Set the running migration's maximum downtime."""
+        raise NotImplementedError
+
+    def start_postcopy(self, uuid):
+        """Switch the running migration to post-copy."""
+        raise NotImplementedError
+
+    def abort_job(self, uuid):
+        """Abort the domain's running job (a migration)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def dispatch_stats(self):

@@ -288,6 +288,27 @@ class Domain:
                 'guest agent of %s sent a reply that is not JSON: %.200r'
                 % (self.uuid, reply))
 
+    # Live migration (vmha.virt.libvirt.migration holds the numbers).
+    def job_stats(self):
+        """virDomainGetJobStats of the current job: a dict of libvirt's
+        typed parameters ('type' 0 when there is no job)."""
+        return dict(self._call(self._dom.jobStats, 0))
+
+    def migrate_to_uri3(self, destination_uri, params, flags):
+        """virDomainMigrateToURI3, peer to peer: blocks until the
+        migration ends (raises HypervisorError when it fails)."""
+        self._call(self._dom.migrateToURI3, destination_uri, dict(params),
+                   flags)
+
+    def migrate_set_max_downtime(self, downtime_ms):
+        self._call(self._dom.migrateSetMaxDowntime, int(downtime_ms), 0)
+
+    def migrate_start_postcopy(self):
+        self._call(self._dom.migrateStartPostCopy, 0)
+
+    def abort_job(self):
+        self._call(self._dom.abortJob)
+
     # Scenario calls.
     def start(self):
         self._call(self._dom.create)

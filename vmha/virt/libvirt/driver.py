@@ -12,6 +12,7 @@ from vmha.virt.libvirt import api as libvirt_api
 from vmha.virt.libvirt import event_handler
 from vmha.virt.libvirt import guest
 from vmha.virt.libvirt import host as libvirt_host
+from vmha.virt.libvirt import migration
 
 LOG = logging.getLogger(__name__)
 
@@ -262,3 +263,41 @@ class LibvirtDriver(driver.VirtDriver):
             domain.start()
             return 'started from its saved memory'
         return self._on_domain(uuid, resume)
+    # --- live migration ---------------------------------------------------
+
+    def job_stats(self, uuid):
+        # Local calls of libvirtd's (its job bookkeeping), on an agent
+        # connection: the event connection's slots stay free for events.
+        def read(conn):
+            domain = conn.lookup(uuid)
+            stats = domain.job_stats()
+            return migration.neutral_stats(
+                stats, describe_state(*domain.state())[1])
+        return self.agent_connections.call(read)
+
+    def live_migrate(self, uuid, destination_uri, features=(),
+                     block_migration=False, bandwidth_mib=None):
+        params = {}
+        if bandwidth_mib:
+            params[migration.PARAM_BANDWIDTH] = int(bandwidth_mib)
+        flags = migration.flags(features, block_migration)
+        # A connection of its own: the call blocks for the whole
+        # migration, and would hold one of libvirtd's per-client slots.
+        connection = self._api.open(self._uri)
+        try:
+            connection.lookup(uuid).migrate_to_uri3(destination_uri, params,
+                                                    flags)
+        finally:
+            connection.close()
+
+    def set_migration_downtime(self, uuid, downtime_ms):
+        self.agent_connections.call(
+            lambda conn: conn.lookup(uuid).migrate_set_max_downtime(
+                downtime_ms))
+
+    def start_postcopy(self, uuid):
+        self.agent_connections.call(
+            lambda conn: conn.lookup(uuid).migrate_start_postcopy())
+
+    def abort_job(self, uuid):
+        self.agent_connections.call(lambda conn: conn.lookup(uuid).abort_job())
