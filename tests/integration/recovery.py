@@ -156,6 +156,18 @@ class VmhaAgent:
                 self._process.returncode, self.log_tail()))
         return self
 
+    def status_json(self):
+        """``vmha-status --rpc --json`` of this agent, parsed."""
+        result = subprocess.run(
+            [sys.executable, '-m', 'vmha.cmd.status', '--config-file',
+             str(self.config_file), '--rpc', '--json'],
+            capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT),
+            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+        if result.returncode not in (0, 3):
+            raise AssertionError('vmha-status exited %s: %s%s' % (
+                result.returncode, result.stdout, result.stderr))
+        return json.loads(result.stdout)
+
     def outbox(self, event_type='instance.failure'):
         """The agent's outbox rows of ``event_type`` (read-only), each a
         dict with the payload's ``vmha_object.data`` as ``data``."""
@@ -198,10 +210,16 @@ class Loop:
         self.topic = pipeline.unique_topic('vmha_loop')
         self.bridge = pipeline.Bridge(self.base_dir / 'bridge',
                                       transport_url, recovery.api.url,
-                                      self.topic)
+                                      self.topic, tell_agents='true')
+        # The bridge casts each recovery change to the agent over RPC
+        # ([DEFAULT] transport_url; oslo.config merges a second
+        # [DEFAULT] section), which the agent serves ([rpc] enabled).
+        with open(self.bridge.config_file, 'a') as config:
+            config.write('[DEFAULT]\ntransport_url = %s\n' % transport_url)
         self.agent = VmhaAgent(self.base_dir / 'agent', transport_url,
                                self.topic, recovery.host, backend,
-                               options=agent_options)
+                               options='[rpc]\nenabled = true\n' +
+                               agent_options)
 
     @property
     def nova(self):

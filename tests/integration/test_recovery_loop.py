@@ -24,7 +24,9 @@ import time
 import pytest
 
 from tests.conftest import BACKEND
+from tests.integration import pipeline
 from tests.integration import recovery
+from vmha.api import table
 
 pytestmark = pytest.mark.realvm
 
@@ -82,19 +84,59 @@ def kinds(calls):
     return ''.join(letters)
 
 
+def recoveries_of(received, instance_uuid):
+    """The ``instance.recovery`` payload data of one instance, in the
+    order they arrived."""
+    return [n[4]['vmha_object.data'] for n in received
+            if n[3] == 'instance.recovery'
+            and n[4]['vmha_object.data']['uuid'] == instance_uuid]
+
+
+def wait_for_recovery(received, instance_uuid, status, timeout=60):
+    pipeline.wait_for(lambda: status in [
+        d['status'] for d in recoveries_of(received, instance_uuid)],
+        timeout, 'instance.recovery %s of %s' % (status, instance_uuid))
+    return recoveries_of(received, instance_uuid)
+
+
+def status_row(loop, instance_uuid):
+    status = loop.agent.status_json()
+    [row] = [r for r in status['instances'] if r['uuid'] == instance_uuid]
+    return row, table.render(status)
+
+
 def test_crashed_vm_runs_again_recovered_once(loop, guests,
-                                              realvm_measure):
+                                              realvm_measure, tmp_path):
     guest = guests('a')
     before = len(loop.nova.calls)
-    killed = time.monotonic()
-    guest.kill9_qemu()
+    with pipeline.listen(loop.transport_url, loop.topic,
+                         '%s_recoveries' % loop.topic, tmp_path) as received:
+        killed = time.monotonic()
+        guest.kill9_qemu()
 
-    row = loop.wait_for_row(guest.uuid)
-    assert row['status'] == 'finished', loop.log_tail()
-    recovery.wait_for_ping(guest)
-    realvm_measure('kill -9 -> guest answers after recovery',
-                   time.monotonic() - killed)
-    time.sleep(3)  # room for a second recovery, were one coming
+        row = loop.wait_for_row(guest.uuid)
+        assert row['status'] == 'finished', loop.log_tail()
+        recovery.wait_for_ping(guest)
+        realvm_measure('kill -9 -> guest answers after recovery',
+                       time.monotonic() - killed)
+        wait_for_recovery(received, guest.uuid, 'finished')
+        time.sleep(3)  # room for a second recovery, were one coming
+
+    # The bridge's account, in order, one each, one episode, Masakari's id.
+    published = recoveries_of(received, guest.uuid)
+    statuses = [d['status'] for d in published]
+    assert statuses in (['accepted', 'running', 'finished'],
+                        ['accepted', 'finished']), statuses
+    assert {d['episode'] for d in published} == {published[0]['episode']}
+    assert published[0]['episode']
+    assert {d['notification_uuid'] for d in published} == {
+        row['notification_uuid']}
+    # The agent's account (the bridge's RPC cast): RECOVERY finished N.Ns.
+    agent_row, text = status_row(loop, guest.uuid)
+    assert agent_row['recovery']['status'] == 'finished', agent_row
+    assert agent_row['recovery']['took'] > 0, agent_row
+    line = [t for t in text.splitlines() if guest.name in t]
+    assert line and re.search(r'finished \d+\.\ds', line[0]), text
 
     assert [r['status'] for r in loop.recovery.rows(guest.uuid)] == [
         'finished']
@@ -130,17 +172,23 @@ def test_second_crash_after_recovery_is_a_second_recovery(loop, guests):
     assert len(loop.recovery.rows(guest.uuid)) == rows + 1
 
 
-def test_vm_without_ha_enabled_is_left_off(loop, guests):
+def test_vm_without_ha_enabled_is_left_off(loop, guests, tmp_path):
     guest = guests('plain', ha=False)
-    guest.kill9_qemu()
-
-    row = loop.wait_for_row(guest.uuid)
+    with pipeline.listen(loop.transport_url, loop.topic,
+                         '%s_recoveries' % loop.topic, tmp_path) as received:
+        guest.kill9_qemu()
+        row = loop.wait_for_row(guest.uuid)
+        published = wait_for_recovery(received, guest.uuid, 'ignored')
     # masakari-engine 22 skips such an instance and calls the
     # notification "finished", not "ignored" (SkipInstanceRecovery-
     # Exception in engine/manager.py); only the workflow details say so.
     assert row['status'] == 'finished'
     details = json.dumps(loop.recovery.workflow(row['notification_uuid']))
     assert 'not Ha_Enabled' in details, details
+    # ...and vmha says what it means: nothing was recovered.
+    assert [d['status'] for d in published][-1] == 'ignored', published
+    assert 'not Ha_Enabled' in published[-1]['reason'], published
+    assert 'finished' not in [d['status'] for d in published]
     time.sleep(3)
     assert loop.nova.actions(guest.uuid) == []
     assert guest.state().startswith('shut off')

@@ -200,6 +200,49 @@ def test_workflow_details_are_published_when_masakari_has_them(store):
     assert step.progress_details[0]['message'] == 'Stopping instance'
 
 
+def _masakari_22_step(message, state='SUCCESS'):
+    """One step of masakari-engine 22's ``recovery_workflow_details``
+    (NotificationProgressDetails: name, progress, progress_details as
+    StopInstanceTask.update_details writes them, state)."""
+    return {'name': 'StopInstanceTask', 'progress': 1.0, 'state': state,
+            'progress_details': [{'timestamp': '2026-03-01 10:20:35.123456',
+                                  'progress': 1.0, 'message': message}]}
+
+
+def test_an_instance_masakari_skipped_is_ignored_not_finished(store):
+    """masakari-engine 22 calls a VM without HA_Enabled "finished"; an
+    operator reading "finished" would think it runs again."""
+    skip = ('Skipping recovery for instance: %s as it is not Ha_Enabled'
+            % UUID)
+    clock = Clock(T0)
+    masakari, published = ScriptedMasakari('finished'), Published()
+    masakari.steps = [_masakari_22_step(skip, state='FAILURE')]
+    told = []
+    follower = make(store, masakari, clock, published, told)
+    accept(follower)
+
+    run(follower, clock, 10)
+
+    assert published.statuses() == ['accepted', 'ignored']
+    assert published[-1].payload.reason == skip
+    assert [r['status'] for _, r in told] == ['accepted', 'ignored']
+
+
+def test_a_finished_recovery_without_the_skip_message_stays_finished(store):
+    clock = Clock(T0)
+    masakari, published = ScriptedMasakari('finished'), Published()
+    masakari.steps = [_masakari_22_step('Stopping instance: %s' % UUID),
+                      _masakari_22_step("Confirmed instance '%s' vm_state "
+                                        "is 'active'" % UUID)]
+    follower = make(store, masakari, clock, published)
+    accept(follower)
+
+    run(follower, clock, 10)
+
+    assert published.statuses() == ['accepted', 'finished']
+    assert published[-1].payload.reason is None
+
+
 def test_without_workflow_details_the_status_still_goes_out(store):
     """masakari-api answers 1.1 GETs only with an engine behind it."""
     clock = Clock(T0)

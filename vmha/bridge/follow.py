@@ -13,7 +13,10 @@ with Masakari's reason, published the same way.
 Masakari's statuses and what vmha says (``judge``):
 
 * ``new`` → accepted; ``running`` → running; ``finished``, ``failed``,
-  ``ignored`` → the same, final.
+  ``ignored`` → the same, final; but ``finished`` whose workflow details
+  carry masakari-engine's "Skipping recovery for instance" message (an
+  instance without ``HA_Enabled``: engine 22 calls it finished) →
+  ``ignored``, with that message as the reason.
 * ``error`` → running while its engine may still retry it.  masakari-
   engine 22 runs an errored notification once more from its periodic
   task (every ``process_unfinished_notifications_interval``, 120 s) and
@@ -129,6 +132,26 @@ def workflow_steps(details, describe):
             continue
         steps.append(checked)
     return steps
+
+
+#: How masakari-engine 22's StopInstanceTask words a skipped instance
+#: (not ``HA_Enabled``) in its progress details.
+_SKIP_PREFIX = 'Skipping recovery for instance'
+
+
+def skip_message(steps):
+    """Masakari's skip message in checked workflow steps, or None.
+
+    masakari-engine 22 calls an instance it skipped (no ``HA_Enabled``)
+    ``finished``; only this message in the details says nothing was
+    recovered, and "finished" would tell the operator the VM runs again.
+    """
+    for step in steps or ():
+        for entry in step['progress_details']:
+            message = entry.get('message') or ''
+            if message.startswith(_SKIP_PREFIX):
+                return message
+    return None
 
 
 def _text(value):
@@ -335,9 +358,16 @@ class Follower:
             next_poll_at=None if final else now + interval)
         if status != Status.ACCEPTED:
             record = record._replace(details=self._details(record))
-        LOG.log(logging.WARNING if status == Status.FAILED else logging.INFO,
-                'Recovery of %s: %s%s', self._describe(record), status,
-                ' (%s)' % reason if reason else '')
+            skipped = (skip_message(record.details)
+                       if status == Status.FINISHED else None)
+            if skipped:
+                record = record._replace(status=Status.IGNORED,
+                                         reason=skipped)
+        LOG.log(logging.WARNING if record.status == Status.FAILED
+                else logging.INFO,
+                'Recovery of %s: %s%s', self._describe(record),
+                record.status,
+                ' (%s)' % record.reason if record.reason else '')
         return record
 
     def _details(self, record):
