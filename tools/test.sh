@@ -11,7 +11,7 @@
 #   tools/test.sh [PYTEST_ARG...]     e.g. tools/test.sh -k reconnect -x
 #
 # Runs from the repository root: relative paths in PYTEST_ARGs are taken
-# from there.  PYTEST_TIMEOUT (seconds, default 1200) bounds each pytest run.
+# from there.  PYTEST_TIMEOUT (seconds, default 1800) bounds each pytest run.
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -24,7 +24,7 @@ VENV=$PWD/.venv
 TEST_DIRS=(tests/unit tests/functional tests/integration)
 BACKENDS=(eventlet threading)
 # Seconds one pytest run may take before it is stopped.
-PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1200}
+PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1800}
 
 tmp=$(mktemp -d)
 trap 'rm -rf -- "$tmp"' EXIT
