@@ -4,7 +4,9 @@
 other tests had run in the same process: the nova stand-in's HTTP server
 once stopped answering its first request, and the recovery follow-up
 saw its failure forwarded twice (409 from Masakari) after
-test_agent_notifications.py had run; neither cause is understood yet.
+test_agent_notifications.py had run, and the guest daemon's
+unregistration test stayed unhealthy in a full functional run; none of
+the causes is understood yet.
 Each file runs in a fresh interpreter under the same concurrency backend,
 and the test fails with its output when any of its tests does.
 """
