@@ -82,6 +82,28 @@ def delete_topic(transport_url, topic):
             channel.exchange_delete(topic)
 
 
+def delete_rpc_queues(transport_url, host):
+    """Delete the agent RPC server's queues for ``host``.
+
+    Queue names do not depend on the exchange: every agent on a broker
+    shares the topic queue ``vmha-agent``.  One left durable by a test
+    with ``amqp_durable_queues = true`` makes RabbitMQ refuse the next
+    agent that declares it otherwise (406 PRECONDITION_FAILED), and that
+    agent's RPC server never starts.  A queue something still consumes
+    from is kept (``if_unused``).
+    """
+    import kombu
+
+    from vmha import rpcapi
+
+    url = transport_url.replace('rabbit://', 'amqp://')
+    with kombu.Connection(url, connect_timeout=5) as connection:
+        for name in ('%s.%s' % (rpcapi.TOPIC, host), rpcapi.TOPIC):
+            with contextlib.suppress(Exception), \
+                    connection.channel() as channel:
+                channel.queue_delete(name, if_unused=True)
+
+
 def failure_row_payload(instance_uuid):
     """The payload Masakari must store for a QEMU process that died."""
     return {'event': 'LIFECYCLE', 'instance_uuid': instance_uuid,

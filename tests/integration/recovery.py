@@ -234,6 +234,9 @@ class Loop:
         statuses = (self.agent.stop(), self.bridge.stop())
         with contextlib.suppress(Exception):
             pipeline.delete_topic(self.transport_url, self.topic)
+        with contextlib.suppress(Exception):
+            pipeline.delete_rpc_queues(self.transport_url,
+                                       self.recovery.host)
         return statuses
 
     def log_tail(self):

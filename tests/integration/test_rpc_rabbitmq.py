@@ -35,6 +35,9 @@ def bus(rabbitmq):
     deleted from the broker afterwards."""
     suffix = uuid_lib.uuid4().hex[:10]
     exchange, host = 'vmha_it_rpc_%s' % suffix, 'rpc-it-%s' % suffix
+    # A topic queue left durable by another test would refuse this
+    # test's non-durable agent.
+    pipeline.delete_rpc_queues(rabbitmq.transport_url, host)
     yield exchange, host
     if rabbitmq.answers():
         _delete(rabbitmq.transport_url, exchange, host)
@@ -44,11 +47,8 @@ def _delete(transport_url, exchange, host):
     import kombu
 
     url = transport_url.replace('rabbit://', 'amqp://')
+    pipeline.delete_rpc_queues(transport_url, host)
     with kombu.Connection(url, connect_timeout=5) as connection:
-        # The server's own queue; the topic queue (vmha-agent) is shared
-        # with any other agent on this broker and holds nothing.
-        with contextlib.suppress(Exception), connection.channel() as channel:
-            channel.queue_delete('%s.%s' % (rpcapi.TOPIC, host))
         with contextlib.suppress(Exception), connection.channel() as channel:
             channel.exchange_delete(exchange)
 
