@@ -153,14 +153,19 @@ class HeartbeatClient:
         application (no failure), without it the guest turns unhealthy
         after two intervals, as if the application had died."""
         self._stopping.set()
+        # The heartbeat thread ends first: between its wait and its
+        # send it may register again (after a lost connection), and a
+        # registration left behind without an unregister would make the
+        # guest unhealthy once it stops heartbeating.
+        if (self._thread is not None
+                and self._thread is not threading.current_thread()):
+            self._thread.join(2 + self.interval_ms / 1000.0)
         if unregister:
             try:
                 self._send({'type': 'unregister'})
             except (OSError, ClientError):
                 pass
         self.close()
-        if self._thread is not None:
-            self._thread.join(2)
 
     # -- threads -----------------------------------------------------
 
@@ -183,8 +188,7 @@ class HeartbeatClient:
                         complained = True
                     continue
                 if self._stopping.is_set():
-                    self.close()
-                    return
+                    return          # stop() unregisters and closes
                 LOG.info('%s: registered with vmha-guest again', self.name)
                 complained = False
                 self._start_reader()

@@ -350,9 +350,6 @@ def test_application_that_stops_heartbeating_makes_the_guest_unhealthy(
     assert response['corrective_action'] == 'stop'
 
 
-@pytest.mark.xfail(strict=False, reason='the daemon sometimes stays '
-                   'unhealthy after an application unregisters (seen in a '
-                   'clean clone on threading, 2026-12-07): a bug to find')
 def test_application_that_unregisters_leaves_without_a_failure(
         workdir, host, start_daemon):
     host.listen()
