@@ -66,11 +66,17 @@ class WakeupPipe:
         self._pending = False
 
     def close(self):
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close both ends; call it once nobody can ``wake`` any more (a
+        write to a closed number could land in a reused descriptor)."""
+        fds, self.read_fd, self.write_fd = (self.read_fd,
+                                            self.write_fd), -1, -1
+        self._pending = True  # wake() writes nothing from now on
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 class Task:
@@ -224,6 +230,8 @@ class NativePool:
         self._waiting = 0
         self._lock = backend.native_lock()
         self.busy = 0  # submitted and not yet collected by wait()
+        self._closing = False
+        self._alive = 0  # threads still to end once closing
 
     @property
     def size(self):
@@ -254,6 +262,7 @@ class NativePool:
                 if job is not None:
                     self._pending -= 1
             if job is None:
+                self._thread_ended()
                 return
             try:
                 job.result = job.function(*job.args)
@@ -266,7 +275,8 @@ class NativePool:
 
     def wait(self, timeout):
         """Finished jobs (maybe none once ``timeout`` seconds passed)."""
-        if not self._finished and (timeout is None or timeout > 0):
+        if (not self._finished and (timeout is None or timeout > 0)
+                and self._pipe.read_fd >= 0):
             self._backend.wait_readable(self._pipe.read_fd, timeout)
         return self.collect()
 
@@ -284,12 +294,27 @@ class NativePool:
         self._pipe.wake()
 
     def close(self):
-        """Let the threads end once their current call returns."""
+        """Let the threads end once their current call returns; the last
+        one to end closes the wake-up pipe (no thread can write to it
+        after that)."""
         with self._lock:
+            if self._closing:
+                return
+            self._closing = True
             threads = self._threads
             self._threads = self._size  # no new thread from now on
+            self._alive = threads
+        if threads == 0:
+            self._pipe.close()
         for _ in range(threads):
             self._jobs.put(None)
+
+    def _thread_ended(self):
+        with self._lock:
+            self._alive -= 1
+            last = self._alive == 0
+        if last:
+            self._pipe.close()
 
 
 _BACKENDS = {backend.name: backend

@@ -1,0 +1,77 @@
+"""NativePool's lifetime: a closed pool gives its descriptors back once its
+threads end, and never writes to a descriptor it no longer owns."""
+
+import os
+import threading
+import time
+
+from tests.conftest import BACKEND
+from vmha import concurrency
+
+
+def _open_fds():
+    return len(os.listdir('/proc/self/fd'))
+
+
+def _eventually(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_closed_pools_give_their_descriptors_back():
+    # An agent restarted in one process (the tests, an embedding) made a
+    # pool each time; every one used to keep its wake-up pipe open.
+    backend = concurrency.get(BACKEND)
+    before = None
+    for round_ in range(21):
+        if round_ == 1:
+            # After one round: eventlet's hub opens its epoll lazily.
+            before = _open_fds()
+        pool = concurrency.NativePool(backend, 4)
+        for index in range(4):
+            pool.submit(index, time.sleep, 0.001)
+        finished = []
+        while len(finished) < 4:
+            finished += pool.wait(1.0)
+        pool.close()
+    assert _eventually(lambda: _open_fds() <= before), (
+        '%d descriptors left open' % (_open_fds() - before))
+
+
+def test_a_call_running_at_close_finishes_without_touching_its_pipe():
+    backend = concurrency.get(BACKEND)
+    pool = concurrency.NativePool(backend, 2)
+    release = threading.Event()
+    job = pool.submit('slow', release.wait, 5)
+    pool.close()
+    read_fd = pool._pipe.read_fd
+    assert read_fd >= 0      # still open: the call may still wake it
+    # A descriptor opened now may take any free number; the pool's late
+    # wake-up must not land in it.
+    other_read, other_write = os.pipe()
+    try:
+        release.set()
+        assert _eventually(lambda: job.done)
+        assert _eventually(lambda: pool._pipe.read_fd == -1)
+        os.set_blocking(other_read, False)
+        try:
+            stray = os.read(other_read, 16)
+        except BlockingIOError:
+            stray = b''
+        assert stray == b''
+        assert pool.wait(0.1) == [job]   # collected, no wait on a closed fd
+    finally:
+        os.close(other_read)
+        os.close(other_write)
+
+
+def test_closing_an_unused_pool_closes_its_pipe_at_once():
+    pool = concurrency.NativePool(concurrency.get(BACKEND), 2)
+    pool.close()
+    pool.close()
+    assert pool._pipe.read_fd == -1
+    assert pool.wait(0.05) == []
