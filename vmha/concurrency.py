@@ -123,7 +123,11 @@ class ThreadingBackend:
         return WakeupPipe()
 
     def wait_readable(self, fd, timeout):
-        select.select([fd], [], [], timeout)
+        # poll, not select: an agent with many guests has descriptors
+        # numbered past select's 1,024.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(None if timeout is None else max(0, timeout) * 1000.0)
 
 
 class EventletBackend:

@@ -2,8 +2,11 @@
 threads end, and never writes to a descriptor it no longer owns."""
 
 import os
+import resource
 import threading
 import time
+
+import pytest
 
 from tests.conftest import BACKEND
 from vmha import concurrency
@@ -75,3 +78,27 @@ def test_closing_an_unused_pool_closes_its_pipe_at_once():
     pool.close()
     assert pool._pipe.read_fd == -1
     assert pool.wait(0.05) == []
+
+
+def test_a_pool_whose_pipe_is_numbered_past_1024_still_waits():
+    # A host with hundreds of guests (channels, agent sockets) opens more
+    # than 1,024 descriptors; select() cannot wait on those.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip('the descriptor limit is below 1,200')
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        pool = concurrency.NativePool(concurrency.get(BACKEND), 1)
+        assert pool._pipe.read_fd >= 1024
+        job = pool.submit('late', time.sleep, 0.05)
+        finished = []
+        deadline = time.monotonic() + 5
+        while not finished and time.monotonic() < deadline:
+            finished = pool.wait(1.0)
+        assert finished == [job]
+        pool.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
