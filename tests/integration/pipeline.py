@@ -82,15 +82,16 @@ def delete_topic(transport_url, topic):
             channel.exchange_delete(topic)
 
 
-def delete_rpc_queues(transport_url, host):
+def delete_rpc_queues(transport_url, host, if_unused=True):
     """Delete the agent RPC server's queues for ``host``.
 
     Queue names do not depend on the exchange: every agent on a broker
-    shares the topic queue ``vmha-agent``.  One left durable by a test
-    with ``amqp_durable_queues = true`` makes RabbitMQ refuse the next
-    agent that declares it otherwise (406 PRECONDITION_FAILED), and that
-    agent's RPC server never starts.  A queue something still consumes
-    from is kept (``if_unused``).
+    shares the topic queue ``vmha-agent`` (``[rpc] enabled`` is on by
+    default, so any agent given ``[DEFAULT] transport_url`` declares it).
+    One left durable by a test with ``amqp_durable_queues = true`` makes
+    RabbitMQ refuse the next agent that declares it otherwise (406
+    PRECONDITION_FAILED), and that agent's RPC server never starts.
+    With ``if_unused`` a queue something still consumes from is kept.
     """
     import kombu
 
@@ -101,7 +102,7 @@ def delete_rpc_queues(transport_url, host):
         for name in ('%s.%s' % (rpcapi.TOPIC, host), rpcapi.TOPIC):
             with contextlib.suppress(Exception), \
                     connection.channel() as channel:
-                channel.queue_delete(name, if_unused=True)
+                channel.queue_delete(name, if_unused=if_unused)
 
 
 def failure_row_payload(instance_uuid):

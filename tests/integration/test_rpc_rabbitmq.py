@@ -35,9 +35,10 @@ def bus(rabbitmq):
     deleted from the broker afterwards."""
     suffix = uuid_lib.uuid4().hex[:10]
     exchange, host = 'vmha_it_rpc_%s' % suffix, 'rpc-it-%s' % suffix
-    # A topic queue left durable by another test would refuse this
-    # test's non-durable agent.
-    pipeline.delete_rpc_queues(rabbitmq.transport_url, host)
+    # A topic queue left durable by another test's agent would refuse
+    # this test's non-durable one; no other agent runs now.
+    pipeline.delete_rpc_queues(rabbitmq.transport_url, host,
+                               if_unused=False)
     yield exchange, host
     if rabbitmq.answers():
         _delete(rabbitmq.transport_url, exchange, host)
