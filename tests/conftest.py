@@ -24,6 +24,20 @@ def pytest_report_header(config):
     return 'vmha concurrency backend: %s' % BACKEND
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``one_backend`` run in the eventlet pass only: they
+    exercise the test bed, the bridge (always threading) or the
+    services, nothing the agent's backend changes, and they are slow."""
+    if BACKEND == 'eventlet':
+        return
+    skip = pytest.mark.skip(reason='one_backend: runs in the eventlet '
+                            'pass only (nothing here uses the agent\'s '
+                            'concurrency backend)')
+    for item in items:
+        if item.get_closest_marker('one_backend') is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def backend():
     """The concurrency backend this run tests."""

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration import pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_backend]
 
 
 def parsed(datagrams):

@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration import pipeline
 
+pytestmark = pytest.mark.one_backend
 POST = re.compile(r'"POST /v1/notifications HTTP/1\.1" status: (\d+)')
 
 

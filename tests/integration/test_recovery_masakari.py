@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration import pipeline
 
+pytestmark = pytest.mark.one_backend
 HOST = 'compute-follow-%s' % uuid.uuid4().hex[:6]
 WATCH = 6.0  # seconds the bridge is watched polling
 POLL_START, POLL_MAX = 0.2, 1.0

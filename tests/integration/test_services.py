@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration import services
 
+pytestmark = pytest.mark.one_backend
 HOST = 'compute-smoke'
 
 
