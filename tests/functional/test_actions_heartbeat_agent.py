@@ -85,9 +85,11 @@ def test_pause_and_unpause_tell_the_guest_before_and_after(
         unpaused = agent.actions.request(dom.uuid, dom.name, 'unpause')
         assert unpaused['done'] and dom.state()[0] == RUNNING
 
-        assert guest.notices() == [('pause', 'revocable', 'pre'),
-                                   ('pause', 'irrevocable', 'pre'),
-                                   ('unpause', 'irrevocable', 'post')]
+        wait_for(lambda: guest.notices() == [
+            ('pause', 'revocable', 'pre'),
+            ('pause', 'irrevocable', 'pre'),
+            ('unpause', 'irrevocable', 'post')], timeout=5,
+            what='the pre- and post-notices in order')
         ids = {m['action_id'] for m in guest.of_type('action_notify')}
         assert ids == {paused['action_id'], unpaused['action_id']}
         wait_for(lambda: harness.row_of(agent, dom.name)['heartbeat'] ==
@@ -128,9 +130,13 @@ def test_suspend_and_resume_tell_the_guest_before_and_after(
         resumed = agent.actions.request(dom.uuid, dom.name, 'resume')
 
         assert resumed['done'] and dom.state()[0] == RUNNING
-        assert guest.notices() == [('suspend', 'revocable', 'pre'),
-                                   ('suspend', 'irrevocable', 'pre'),
-                                   ('resume', 'irrevocable', 'post')]
+        # The post-notice is written as the action ends: the guest's
+        # thread reads it in its own time.
+        wait_for(lambda: guest.notices() == [
+            ('suspend', 'revocable', 'pre'),
+            ('suspend', 'irrevocable', 'pre'),
+            ('resume', 'irrevocable', 'post')], timeout=5,
+            what='the pre- and post-notices in order')
         assert resumed['phases'][-1]['reason'] == 'ready'
         wait_for(lambda: harness.row_of(agent, dom.name)['heartbeat'] ==
                  'enabled 0.4s', timeout=10, what='challenged again')
