@@ -321,6 +321,45 @@ def test_a_failed_incoming_migration_is_not_a_failure(agent):
         for m in agent.messages('instance.lifecycle')]
 
 
+@pytest.mark.parametrize('state_after', [(SHUTOFF, 5), None],
+                         ids=['shut-off', 'gone'])
+def test_a_control_error_of_an_aborted_incoming_migration_is_no_failure(
+        agent, state_after):
+    """Regression (seen on two real libvirtd): when the source aborts a
+    live migration, the destination's incoming QEMU closes its monitor
+    and libvirt may send CONTROL_ERROR before STOPPED_FAILED; with the
+    domain then stopped or gone, the control error was reported as
+    qemu_died on the destination for a VM running on at the source."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 1)  # STARTED_MIGRATED: incoming, not resumed
+    agent.dispatch()
+    agent.fire(dom, 7)  # CONTROL_ERROR
+    if state_after is None:
+        del agent.fake.domains[dom.UUIDString()]
+    else:
+        dom.state_value = state_after
+    agent.dispatch()
+    agent.fire(dom, 0, 5, 5)  # STOPPED_FAILED
+    agent.dispatch()
+    agent.driver.clock.advance(60)  # release any held-back STOPPED
+    agent.dispatch()
+    assert agent.failures() == []
+
+
+def test_a_control_error_after_the_migration_resumed_here_is_a_failure(
+        agent):
+    """The other side of it: once the VM runs here, a control error with
+    the domain gone is its QEMU's death."""
+    dom = agent.fake.add_domain('vm-1')
+    agent.fire(dom, 0, 2, 1)  # STARTED_MIGRATED
+    agent.fire(dom, 0, 4, 1)  # RESUMED_MIGRATED
+    agent.dispatch()
+    agent.fire(dom, 7)  # CONTROL_ERROR
+    dom.state_value = (SHUTOFF, 5)
+    agent.dispatch()
+    assert [f[1:] for f in agent.failures()] == [QEMU_DIED]
+
+
 def _incoming_migration_then_audit(agent):
     """A domain arrives by live migration and stays paused, waiting for
     it, across one audit (which sees PAUSED_MIGRATION)."""

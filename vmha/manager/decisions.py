@@ -107,11 +107,18 @@ _LIFECYCLE_FAILURES = {
 
 
 def from_control_error(verdict, info):
-    """A control error is a death when the domain no longer runs."""
+    """A control error is a death when the domain no longer runs.
+
+    Like a STOPPED_FAILED, the death holds only while the domain stays
+    down (``needs_stopped``), and it is none for an incoming live
+    migration that never resumed here: when the source aborts one, the
+    destination's QEMU closes its monitor and libvirt may send the
+    control error before it stops the domain."""
     if info is None or info.power_state != power_state.RUNNING:
         state = info.state_reason if info else 'gone'
         return _verdict(Cause.QEMU_DIED, QEMU_DIED,
-                        '%s; domain now %s' % (verdict.evidence, state))
+                        '%s; domain now %s' % (verdict.evidence, state),
+                        needs_stopped=True)
     return verdict
 
 
