@@ -100,6 +100,13 @@ def build(conf, driver, journal, outbox, sender):
         audit=audit, run_blocking=backend.run_blocking,
         heartbeat_monitor=beats, recoveries=recoveries,
         migration_monitor=migrations)
+    # The start-up audit goes first (what happened while the agent was
+    # down); the guest-agent and heartbeat monitors read every domain's
+    # XML when they first list the host, so they start listing after it.
+    for held in (guests, beats):
+        if held is not None:
+            held.hold_first_listing = True
+            audit.after_first_run.append(held.release_listing)
     # Every loop /healthz watches, in the order of its checks.
     loops = [audit] + monitors + ([beats.hub] if beats else []) + (
         [sender] if sender else [])

@@ -44,6 +44,7 @@ from vmha import concurrency
 from vmha import supervision
 from vmha.journal import batch
 from vmha.manager import actions as actions_lib
+from vmha.manager import batched
 from vmha.manager import decisions
 from vmha.manager import evidence
 from vmha.manager import evidence_gathering
@@ -135,6 +136,11 @@ class GuestAgentMonitor(monitor.Monitor):
         self._schedule = schedule_lib.Schedule(origin=clock())
         self._next_refresh = None
         self._refreshing = False
+        # Domains a listing found: their XML read in batches, one job at
+        # a time (thousands at start-up).
+        self._describer = batched.Batcher(
+            self._submit, 'describe', driver.describe_guests,
+            selection.NAMESPACE)
         # What a finished call of each kind means (``_finish_one``).
         self._on_finished = {
             'describe': self._on_describe, 'ping': self._on_ping,
@@ -168,7 +174,7 @@ class GuestAgentMonitor(monitor.Monitor):
     def load(self):
         """Read the last run's states; the first step lists the domains."""
         self._saved = self._store.all()
-        self._next_refresh = self._clock()
+        self._next_refresh = self.first_listing_at()
 
     def wake_in(self):
         if self._pool.busy >= self.max_in_flight:
@@ -197,6 +203,8 @@ class GuestAgentMonitor(monitor.Monitor):
         """Handle events, finished calls and what is due; write once."""
         now = self._clock()
         self.stamp_turnover()
+        if self.take_release():
+            self._next_refresh = min(self._next_refresh, now)
         while self._inbox:
             self._on_event(self._inbox.popleft(), now)
         self._finish(list(jobs) + self._pool.collect())
@@ -239,6 +247,9 @@ class GuestAgentMonitor(monitor.Monitor):
             self._next_refresh = self._clock() + self._refresh_interval
             self._reconcile(job)
             return
+        if kind == self._describer.batch_kind:
+            self._finish(self._describer.finished(job))
+            return
         watched = self._watched.get(uuid)
         if watched is not None:
             self._on_finished[kind](watched, job)
@@ -262,7 +273,8 @@ class GuestAgentMonitor(monitor.Monitor):
                 not info.state_reason.startswith('SHUTDOWN')
             if watched is None:
                 if running or info.uuid in self._saved:
-                    watched = self._watch(info.uuid, info.name, now)
+                    watched = self._watch(info.uuid, info.name, now,
+                                          batch=True)
                 else:
                     continue
             if not running:
@@ -277,8 +289,9 @@ class GuestAgentMonitor(monitor.Monitor):
             if uuid not in seen:  # gone while vmha was down
                 self._saved.pop(uuid)
                 self.writes.add(lambda tx, u=uuid: self._store.forget(tx, u))
+        self._describer.pump()
 
-    def _watch(self, uuid, name, now):
+    def _watch(self, uuid, name, now, batch=False):
         watched = guest_tracker.Watched(uuid, name, self._defaults, now,
                                         self._wall())
         saved = self._saved.pop(uuid, None)
@@ -286,7 +299,11 @@ class GuestAgentMonitor(monitor.Monitor):
             watched.restore(saved)
             self._actions.remember(uuid, watched.actions)
         self._watched[uuid] = watched
-        self._describe(watched)
+        if batch:
+            watched.pingable = None
+            self._describer.add(uuid)
+        else:
+            self._describe(watched)
         return watched
 
     def _describe(self, watched):
@@ -329,6 +346,7 @@ class GuestAgentMonitor(monitor.Monitor):
             self.writes.add(lambda tx: self._store.forget(tx, watched.uuid))
 
     def _forget(self, uuid, why, keep_row=False):
+        self._describer.discard(uuid)
         watched = self._watched.pop(uuid, None)
         if watched is not None and why:
             LOG.debug('%s (%s): no longer pinged: %s', watched.name, uuid,

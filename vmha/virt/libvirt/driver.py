@@ -141,6 +141,16 @@ class LibvirtDriver(driver.VirtDriver):
         return self.host.get_connection().lookup(uuid).metadata(
             namespace_uri)
 
+    def get_metadata_batch(self, uuids, namespace_uri):
+        connection = self.host.get_connection()
+        found = {}
+        for uuid in uuids:
+            try:
+                found[uuid] = connection.lookup(uuid).metadata(namespace_uri)
+            except exception.HypervisorError as error:
+                found[uuid] = error
+        return found
+
     def set_instance_metadata(self, uuid, namespace_uri, key, xml):
         self.host.get_connection().lookup(uuid).set_metadata(
             namespace_uri, key, xml)
