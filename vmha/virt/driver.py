@@ -104,6 +104,12 @@ class VirtDriver(metaclass=abc.ABCMeta):
         """The domain's metadata element in ``namespace_uri`` as XML
         text, or None.  Raises DomainNotFound."""
 
+    def daemon_limits(self):
+        """(where, limits) of the hypervisor daemon's call limits
+        (``max_workers``, ``max_client_requests``), limits None when
+        unreadable; None when the driver has no such daemon."""
+        return None
+
     def get_metadata_batch(self, uuids, namespace_uri):
         """``get_instance_metadata`` of many domains in one call (one
         blocking job for the caller, not one per domain): a dict of each
