@@ -39,9 +39,22 @@ Targets at 1,000 domains (every audit < 2 s; peak RSS <= 100 MB, the
 test driver included) only print PASS/MISS; the exit status is 1 if a
 worker crashed or hung, or an audit decided other than expected.
 ``--profile`` runs each audit under cProfile (slower) and prints where
-the time went.  From the repository root::
+the time went.
+
+``--startup`` measures instead the first audit as ``vmha-agent`` runs
+it when it starts, with every monitor on: for each size and each
+``--backends`` entry, a worker of its own defines and starts the
+domains, builds the agent as above (but ``concurrency_backend`` as
+given, ``[guest_agent]`` and ``[heartbeat]`` enabled, the audit's own
+interval) and calls ``AgentService.start()``: the audit runs on its own
+task while the guest-agent and heartbeat monitors discover the same
+domains.  Printed: the first audit's own duration (``last_duration``),
+and the time from ``start()`` until it was done.  Target: <= 1 s at
+5,000 domains in both backends.  From the repository root::
 
     python bench/audit.py [--sizes 1000,5000] [--profile] [--json]
+    python bench/audit.py --startup [--sizes 5000]
+        [--backends eventlet,threading]
 """
 
 import argparse
@@ -59,6 +72,8 @@ PHASES = ('first', 'steady', 'destroyed', 'vanished')
 TARGET_SIZE = 1000
 TARGET_SECONDS = 2.0
 TARGET_RSS_MB = 100.0
+STARTUP_SIZE = 5000
+STARTUP_SECONDS = 1.0
 XML = ("<domain type='test'><name>%s</name><memory>131072</memory>"
        "<os><type>hvm</type></os></domain>")
 NAME = 'bench-audit-%05d'
@@ -120,6 +135,44 @@ class _MeteredScope:
             self._meter.count += 1
 
 
+def build_agent(size, workdir, settings):
+    """(AgentService, Journal, Outbox) as ``vmha-agent`` builds them for
+    ``size`` domains on URI, with ``settings`` ((name, value, group)
+    overrides) besides the bench's own."""
+    from oslo_config import cfg
+
+    from vmha import agent as agent_lib
+    from vmha import objects
+    import vmha.conf
+    from vmha.journal import db
+    from vmha.journal import outbox as outbox_lib
+    from vmha.journal import sender as sender_lib
+    from vmha.notify import sinks
+    from vmha.virt.libvirt import driver as libvirt_driver
+
+    conf = cfg.ConfigOpts()
+    vmha.conf.register_opts(conf)
+    conf([], project='vmha', default_config_files=[],
+         default_config_dirs=[])
+    for name, value, group in (
+            ('host', 'bench-compute', None),
+            ('connection_uri', URI, 'libvirt'),
+            ('queue_size', max(10000, 4 * size), 'events'),
+            ('path', os.path.join(workdir, 'vmha.sqlite'), 'database'),
+            ('sinks', ['log'], 'notifications'),
+            ('port', 0, 'health')) + tuple(settings):
+        conf.set_override(name, value, group)
+    vmha.conf.validate(conf)
+    objects.register_all()
+    driver = libvirt_driver.LibvirtDriver.from_conf(conf)
+    journal = db.Journal.from_conf(conf)
+    outbox = outbox_lib.Outbox(journal)
+    sender = sender_lib.OutboxSender.from_conf(conf, outbox,
+                                               sinks.load_sink(conf))
+    return agent_lib.build(conf, driver, journal, outbox, sender), \
+        journal, outbox
+
+
 class Worker:
     """One size's measurements; runs in its own process."""
 
@@ -154,41 +207,10 @@ class Worker:
     def build(self, workdir):
         """The agent's pieces, wired as vmha-agent wires them."""
         import threading
-
-        from oslo_config import cfg
-
-        from vmha import agent as agent_lib
-        from vmha import objects
-        import vmha.conf
-        from vmha.journal import db
-        from vmha.journal import outbox as outbox_lib
-        from vmha.journal import sender as sender_lib
-        from vmha.notify import sinks
-        from vmha.virt.libvirt import driver as libvirt_driver
-
-        conf = cfg.ConfigOpts()
-        vmha.conf.register_opts(conf)
-        conf([], project='vmha', default_config_files=[],
-             default_config_dirs=[])
-        for name, value, group in (
-                ('concurrency_backend', 'threading', None),
-                ('host', 'bench-compute', None),
-                ('connection_uri', URI, 'libvirt'),
-                ('stopped_delay', 0.0, 'events'),
-                ('queue_size', max(10000, 4 * self.size), 'events'),
-                ('path', os.path.join(workdir, 'vmha.sqlite'), 'database'),
-                ('sinks', ['log'], 'notifications'),
-                ('interval', 0, 'audit'),
-                ('port', 0, 'health')):
-            conf.set_override(name, value, group)
-        vmha.conf.validate(conf)
-        objects.register_all()
-        driver = libvirt_driver.LibvirtDriver.from_conf(conf)
-        journal = db.Journal.from_conf(conf)
-        outbox = outbox_lib.Outbox(journal)
-        sender = sender_lib.OutboxSender.from_conf(
-            conf, outbox, sinks.load_sink(conf))
-        agent = agent_lib.build(conf, driver, journal, outbox, sender)
+        agent, journal, outbox = build_agent(self.size, workdir, (
+            ('concurrency_backend', 'threading', None),
+            ('stopped_delay', 0.0, 'events'),
+            ('interval', 0, 'audit')))
         meter = TxMeter(journal, threading.get_ident())
         journal.transaction = meter
         return agent, journal, outbox, meter
@@ -306,9 +328,43 @@ class Worker:
         return 0
 
 
+def startup_worker(size, backend, emit, workdir):
+    """The first audit of ``size`` domains as ``vmha-agent`` starts."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda context, error: None, None)
+    conn = libvirt.open(URI)
+    domains = [conn.defineXML(XML % (NAME % i)) for i in range(size)]
+    for domain in domains:
+        domain.create()
+    service, journal, _ = build_agent(size, workdir, (
+        ('concurrency_backend', backend, None),
+        ('enabled', True, 'guest_agent'),
+        ('enabled', True, 'heartbeat')))
+    from vmha import concurrency
+    sleep = concurrency.get(backend).sleep
+    started = time.perf_counter()
+    service.start()
+    try:
+        deadline = started + 60
+        while service.audit.runs < 1 and time.perf_counter() < deadline:
+            sleep(0.005)
+        done = time.perf_counter() - started
+        recorded = journal.query('SELECT count(*) FROM domain_state')[0][0]
+        emit({'phase': 'startup', 'backend': backend, 'listed': size + 1,
+              'runs': service.audit.runs,
+              'seconds': service.audit.last_duration,
+              'since_start': done, 'recorded': recorded})
+    finally:
+        service.stop()
+        journal.close()
+    return 0
+
+
 def worker_main(args):
     from vmha import cmd
-    cmd.select_backend('threading')  # first: before oslo_messaging
+    # first: before oslo_messaging
+    cmd.select_backend(args.backend if args.startup else 'threading')
     import logging
     import shutil
     workdir = tempfile.mkdtemp(prefix='vmha-bench-audit-', dir=args.db_dir)
@@ -321,6 +377,8 @@ def worker_main(args):
         # A line per phase, at once: data survives a later crash or hang.
         print(json.dumps(result), flush=True)
     try:
+        if args.startup:
+            return startup_worker(args.worker, args.backend, emit, workdir)
         return Worker(args.worker, args, emit, workdir).run()
     finally:
         logging.shutdown()
@@ -345,6 +403,40 @@ def run_worker(size, args):
             size, problem, sorted(k for k in phases if k != 'size'),
             err.strip()[-3000:]))
     return phases, problems
+
+
+def startup_main(args, command):
+    lines = ['vmha-agent start-up on %s, every monitor on: the first '
+             'audit' % URI, 'command: ' + command,
+             'target at %d domains: <= %.1f s in each backend'
+             % (STARTUP_SIZE, STARTUP_SECONDS),
+             '%7s %10s %14s %18s %9s' % ('domains', 'backend',
+                                         'first audit s',
+                                         'start()->done s', 'recorded')]
+    failures = []
+    for size in args.sizes:
+        for backend in args.backends.split(','):
+            command = [sys.executable, os.path.abspath(__file__),
+                       '--worker', str(size), '--startup', '--backend',
+                       backend]
+            command += ['--db-dir', args.db_dir] if args.db_dir else []
+            results, problem, err = workers.run(command, 120 + 0.1 * size)
+            run = workers.by_phase(results).get('startup')
+            if problem or run is None:
+                failures.append('worker %d %s: %s\n%s' % (
+                    size, backend, problem or 'no result', err[-3000:]))
+                continue
+            if run['runs'] < 1:
+                failures.append('%d %s: no audit within 60 s'
+                                % (size, backend))
+            mark = (' ' + ('PASS' if run['seconds'] <= STARTUP_SECONDS
+                           else 'MISS')) if size == STARTUP_SIZE else ''
+            lines.append('%7d %10s %14.3f %18.3f %9d%s' % (
+                size, backend, run['seconds'], run['since_start'],
+                run['recorded'], mark))
+            sys.stdout.flush()
+    print('\n'.join(lines + [''] * bool(failures) + failures))
+    return 1 if failures else 0
 
 
 def report(command, args, runs, failures):
@@ -416,6 +508,8 @@ def report(command, args, runs, failures):
 
 def parent_main(args, argv):
     command = shlex.join([sys.executable, sys.argv[0], *argv])
+    if args.startup:
+        return startup_main(args, command)
     runs, failures = [], []
     for size in args.sizes:
         run, problems = run_worker(size, args)
@@ -454,8 +548,17 @@ def main(argv=None):
                              'system temporary directory)')
     parser.add_argument('--json', action='store_true',
                         help='machine-readable output')
+    parser.add_argument('--startup', action='store_true',
+                        help='the first audit as vmha-agent starts, every '
+                             'monitor on (default sizes: 5000)')
+    parser.add_argument('--backends', default='eventlet,threading',
+                        help='with --startup: backends, one worker each')
+    parser.add_argument('--backend', default='threading',
+                        help=argparse.SUPPRESS)
     parser.add_argument('--worker', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.startup and '--sizes' not in ' '.join(argv):
+        args.sizes = [STARTUP_SIZE]
     if args.worker:
         return worker_main(args)
     return parent_main(args, argv)

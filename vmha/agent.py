@@ -9,6 +9,8 @@ the demo, the functional tests and the benchmarks all build the agent
 here, so they run the same wiring.
 """
 
+import logging
+
 from vmha import concurrency
 from vmha.api import http as http_api
 from vmha.api import rpc as rpc_api
@@ -29,6 +31,50 @@ from vmha.manager import recoveries as recoveries_lib
 from vmha.manager import selection
 from vmha.manager import service as service_lib
 from vmha.manager import state
+
+LOG = logging.getLogger(__name__)
+
+# Worker threads of libvirt's daemon left for nova-compute and the rest.
+DAEMON_HEADROOM = 20
+
+
+def check_daemon_limits(conf, driver):
+    """Warn when libvirt's daemon cannot run the guest-agent calls vmha
+    may have in flight (both ping budgets) beside nova's: the calls
+    beyond its limits wait inside it, and then hung guests delay healthy
+    ones again.  Returns the warning (None: none)."""
+    found = driver.daemon_limits()
+    if found is None or not conf.guest_agent.enabled:
+        return None
+    path, limits = found
+    agent = conf.guest_agent
+    calls = agent.max_concurrent_pings + agent.max_suspect_pings
+    if limits is None:
+        warning = ('cannot read %s: make sure its max_workers is at least '
+                   '%d ([guest_agent] max_concurrent_pings + '
+                   'max_suspect_pings + %d for nova)'
+                   % (path, calls + DAEMON_HEADROOM, DAEMON_HEADROOM))
+        LOG.info('libvirt daemon limits: %s', warning)
+        return warning
+    problems = []
+    if limits['max_workers'] < calls + DAEMON_HEADROOM:
+        problems.append('max_workers = %d, vmha needs at least %d '
+                        '([guest_agent] max_concurrent_pings + '
+                        'max_suspect_pings + %d for nova)' % (
+                            limits['max_workers'], calls + DAEMON_HEADROOM,
+                            DAEMON_HEADROOM))
+    if limits['max_client_requests'] != agent.max_client_requests:
+        problems.append('max_client_requests = %d, [guest_agent] '
+                        'max_client_requests = %d: set the same value' % (
+                            limits['max_client_requests'],
+                            agent.max_client_requests))
+    if not problems:
+        return None
+    warning = '%s: %s; until then guest-agent calls beyond its limits wait ' \
+        'inside libvirt, and hung guests delay the pings of healthy ' \
+        'ones' % (path, '; '.join(problems))
+    LOG.warning('libvirt daemon limits: %s', warning)
+    return warning
 
 
 def build(conf, driver, journal, outbox, sender):
@@ -100,6 +146,13 @@ def build(conf, driver, journal, outbox, sender):
         audit=audit, run_blocking=backend.run_blocking,
         heartbeat_monitor=beats, recoveries=recoveries,
         migration_monitor=migrations)
+    # The start-up audit goes first (what happened while the agent was
+    # down); the guest-agent and heartbeat monitors read every domain's
+    # XML when they first list the host, so they start listing after it.
+    for held in (guests, beats):
+        if held is not None:
+            held.hold_first_listing = True
+            audit.after_first_run.append(held.release_listing)
     # Every loop /healthz watches, in the order of its checks.
     loops = [audit] + monitors + ([beats.hub] if beats else []) + (
         [sender] if sender else [])

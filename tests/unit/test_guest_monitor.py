@@ -533,3 +533,50 @@ def test_a_guest_disabled_while_its_verdict_is_under_way_is_not_reported(
     assert host.health() == []
     assert dom.resets == 0
     assert dom.agent_calls == pinged == 3  # none since it was disabled
+
+
+def budget_host(tmp_path, healthy, suspects):
+    host = Host(str(tmp_path / 'budget.sqlite'), interval=5.0, timeout=2.0,
+                failure_threshold=2)
+    host.pool.size = healthy + suspects
+    host.monitor = guest_monitor.GuestAgentMonitor(
+        host.driver, host.journal, host.reporter, host.selector, host.pool,
+        concurrency.get(BACKEND),
+        guest_monitor.Settings(interval=5.0, timeout=2.0,
+                               failure_threshold=2),
+        evidence_settle=0, clock=host.clock, wall=host.clock,
+        action_min_uptime=0.0, suspect_pings=suspects)
+    host.driver.register_event_listener(host.monitor)
+    host.monitor.load()
+    return host
+
+
+def test_held_pings_of_failing_guests_never_take_the_healthy_slots(
+        tmp_path):
+    """Healthy budget 1, suspect budget 2: three failing guests whose
+    pings libvirt holds take at most the 2 suspect slots, and the
+    healthy guests are still pinged every interval."""
+    host = budget_host(tmp_path, healthy=1, suspects=2)
+    try:
+        healthy = [host.vm('ok-%d' % i) for i in range(4)]
+        failing = [host.vm('hung-%d' % i) for i in range(3)]
+        host.run(6)
+        for dom in failing:
+            hang(dom)
+        host.run(5)  # each misses a ping: error, and a suspect now
+        assert {host.state_of(d) for d in failing} == {gs.ERROR}
+        for dom in failing:
+            host.pool.hold_keys.add(('ping', dom.UUIDString()))
+        before = {d.name(): d.agent_calls for d in healthy}
+        host.run(20)
+        assert all(d.agent_calls >= before[d.name()] + 4 for d in healthy)
+        out = [job for key, jobs in host.pool.held.items() for job in jobs]
+        assert len(out) == 2  # the suspect budget bounds them
+        # The two sent are counted at their deadline: the verdict.
+        assert sorted(host.state_of(d) for d in failing).count(
+            gs.REPORTED) == 2
+        assert {host.state_of(d) for d in healthy} == {gs.HEALTHY}
+    finally:
+        for dom in failing:
+            host.pool.release(('ping', dom.UUIDString()))
+        host.close()

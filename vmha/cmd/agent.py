@@ -85,6 +85,7 @@ def main(argv=None, demo_fleet=None):
         agent = agent_lib.build(conf, driver, journal, outbox, sender)
     except vmha.conf.ConfigError as error:
         return _fail('configuration error: %s' % error, 2)
+    agent_lib.check_daemon_limits(conf, driver)
     agent.handle_signals()
     try:
         agent.start()

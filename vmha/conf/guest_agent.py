@@ -87,19 +87,42 @@ before its agent answered once.
                default=32,
                min=1,
                help="""
-Most guest-agent calls in flight at once (pings and the counters read
-before a verdict).
+Most pings of healthy guests in flight at once (and the other
+guest-agent calls: the counters read before a verdict).  A ping of a
+guest known to be failing, or one not answered within 0.1 s, counts
+against ``max_suspect_pings`` instead, so hung guests never take these
+slots.
 
 Each call holds one libvirtd worker thread until the guest answers or
-times out: a hung guest holds one for 2-5 s per ping, so this bounds
-how many hung guests the monitor can carry and still ping the others
-within one cycle (about this value minus 20).  libvirtd runs at most
-``max_workers`` calls at once for all its clients (libvirtd.conf,
-default 20) and nova-compute needs some of them: set ``max_workers`` to
-at least this value plus 20 (52 for the default).  Calls beyond
-libvirtd's limits wait in libvirtd: late, never counted as failures.
-On hosts where many guests may hang at once raise both (for example
-128 here and ``max_workers = 150``).
+times out.  libvirtd runs at most ``max_workers`` calls at once for all
+its clients (libvirtd.conf, default 20) and nova-compute needs some of
+them: set ``max_workers`` to at least this value plus
+``max_suspect_pings`` plus 20 (180 for the defaults; the agent warns at
+start-up when it reads less).  Calls beyond libvirtd's limits wait in
+libvirtd: late, never counted as failures.
+"""),
+    cfg.IntOpt('max_suspect_pings',
+               default=128,
+               min=0,
+               help="""
+Most guest-agent pings in flight at once for guests known to be failing
+(a ping missed, or a failure reported), and for pings that have not
+been answered within 0.1 s, besides ``max_concurrent_pings``.
+
+Once a guest missed a ping, libvirt holds each of its next pings about
+5 s whatever the timeout.  Those pings run on this budget of their own,
+so hung guests never take the slots of healthy ones: with the defaults,
+100 of 1,000 guests hanging at once still leave every healthy guest
+pinged on time, and each hung guest's next ping (its verdict) is sent
+on time.  0: every ping shares ``max_concurrent_pings`` (then hung
+guests delay the healthy ones).
+
+Each call holds a libvirtd worker thread: for the budgets to hold on a
+real host, libvirtd's ``max_workers`` must be at least
+``max_concurrent_pings + max_suspect_pings`` plus what nova-compute
+needs (about 20); calls beyond it wait in libvirtd (late, never counted
+as failures).  The agent warns at start-up when the libvirtd
+configuration it can read has less.
 """),
     cfg.IntOpt('max_client_requests',
                default=5,

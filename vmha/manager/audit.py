@@ -78,6 +78,9 @@ class PowerStateAudit(supervision.SupervisedLoop):
         self._running = False
         self._requested = False
         self.runs = 0
+        # callables for when the first run is over (``agent.build``: the
+        # monitors list the host after the start-up audit)
+        self.after_first_run = []
         self._waited = 0  # domains left to their events, this run
         self.init_turnover(time.monotonic)
         self.last_duration = None
@@ -146,7 +149,19 @@ class PowerStateAudit(supervision.SupervisedLoop):
             except Exception:  # the audit must outlive any one failure
                 LOG.exception('Power-state audit failed; next one as '
                               'scheduled')
+            finally:
+                self._after_first()
             due = self._next_due()
+
+    def _after_first(self):
+        """The first run is over (whatever its outcome): call
+        ``after_first_run`` (the monitors held back at start-up)."""
+        hooks, self.after_first_run = self.after_first_run, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                LOG.exception('Power-state audit: a start-up hook failed')
 
     def _next_due(self):
         """When the next run is due (monotonic), or None."""
@@ -170,6 +185,9 @@ class PowerStateAudit(supervision.SupervisedLoop):
             LOG.warning('Power-state audit skipped: %s', error)
             return 0
         known = self._store.all()
+        # Metadata of the domains not yet decided, in batches: one
+        # blocking call per batch, not per domain (the first audit).
+        self._selector.prefetch(infos)
         changed = []
         for info in infos:
             row = known.pop(info.uuid, None)

@@ -8,16 +8,20 @@ threshold and action come from that element, else from ``[guest_agent]``.
 
 How: a ``monitor.Monitor`` (read that module first): one task runs the
 loop; every libvirt call (XML, pings, counters, corrective actions) runs
-on a ``NativePool`` of at most
-``max_concurrent_pings`` native threads, so a slow guest never delays
-another and the eventlet hub never blocks.  Events reach the loop through
-an inbox: the listener only appends and wakes it.  A VM whose ping is
-still out is not pinged again.  Each step handles the inbox, the finished
-calls and what is due (``schedule``), then writes every change of the
-step (states, notifications) in one journal transaction
-(``journal.batch``).  A transaction that fails keeps its changes for the
-next try; the loop wakes at least every ``HEARTBEAT`` seconds, so a
-stale turnover means a wedged monitor (health's ``guest_agent`` check).
+on a ``NativePool`` of native threads, so a slow guest never delays
+another and the eventlet hub never blocks.  Pings have two budgets:
+healthy guests' (``max_concurrent_pings``) and suspects'
+(``max_suspect_pings``: guests known to be failing, whose pings libvirt
+holds ~5 s, and any ping out longer than ``SLOW_AFTER``), so hung
+guests never hold the slots healthy guests wait for.  Events reach the
+loop through an inbox: the listener only appends and wakes it.  A VM
+whose ping is still out is not pinged again.  Each step handles the
+inbox, the finished calls and what is due (``schedule``), then writes
+every change of the step (states, notifications) in one journal
+transaction (``journal.batch``).  A transaction that fails keeps its
+changes for the next try; the loop wakes at least every ``HEARTBEAT``
+seconds, so a stale turnover means a wedged monitor (health's
+``guest_agent`` check).
 The per-VM view is ``guest_tracker.Watched``, the counters are read by
 ``evidence_gathering``, corrective actions are bounded by ``actions``.
 
@@ -44,6 +48,7 @@ from vmha import concurrency
 from vmha import supervision
 from vmha.journal import batch
 from vmha.manager import actions as actions_lib
+from vmha.manager import batched
 from vmha.manager import decisions
 from vmha.manager import evidence
 from vmha.manager import evidence_gathering
@@ -64,6 +69,9 @@ LOG = logging.getLogger(__name__)
 
 PING = {'execute': 'guest-ping'}
 DEADLINE_GRACE = 0.5
+# A ping out this long is slow (healthy agents answer in milliseconds):
+# from then on it holds a suspect's slot, not a healthy guest's.
+SLOW_AFTER = 0.1
 JUDGE_BOUND = 10  # seconds the counters for a verdict may take
 # Changes that send nothing (a guest became healthy) are committed at most
 # this often; notifications are committed at once.
@@ -111,7 +119,8 @@ class GuestAgentMonitor(monitor.Monitor):
                  defaults, discovery_timeout=300.0, action_budget=3,
                  action_window=3600.0, action_min_uptime=300.0,
                  refresh_interval=60.0, evidence_settle=1.0,
-                 clock=time.monotonic, wall=time.time, action_policy=None):
+                 clock=time.monotonic, wall=time.time, action_policy=None,
+                 suspect_pings=0):
         super().__init__(pool, backend, clock)
         self._driver = driver
         self._reporter = reporter
@@ -135,12 +144,25 @@ class GuestAgentMonitor(monitor.Monitor):
         self._schedule = schedule_lib.Schedule(origin=clock())
         self._next_refresh = None
         self._refreshing = False
+        # Domains a listing found: their XML read in batches, one job at
+        # a time (thousands at start-up).
+        self._describer = batched.Batcher(
+            self._submit, 'describe', driver.describe_guests,
+            selection.NAMESPACE)
         # What a finished call of each kind means (``_finish_one``).
         self._on_finished = {
             'describe': self._on_describe, 'ping': self._on_ping,
             'baseline': self._on_baseline, 'judge': self._on_judge,
             'action': self._on_action}
-        self.max_in_flight = pool.size
+        # Two budgets of pings in flight (0 suspect: one shared budget).
+        # A guest known to be failing (``_suspect``), and any ping out
+        # longer than SLOW_AFTER, count against ``max_suspect``: libvirt
+        # holds them ~5 s, and they must never keep the healthy guests'
+        # ``max_in_flight`` slots meanwhile.
+        self.max_suspect = suspect_pings
+        self.max_in_flight = pool.size - suspect_pings
+        self._out = {}  # ping job -> sent to a suspect?
+        self._blocked = False
         self.pings_total = 0
         # callable(seconds) for each answered ping (the metrics histogram)
         self.observe_ping = None
@@ -151,14 +173,16 @@ class GuestAgentMonitor(monitor.Monitor):
         agent = conf.guest_agent
         defaults = Settings(True, agent.interval, agent.timeout,
                             agent.failure_threshold, agent.action)
-        pool = concurrency.NativePool(backend, agent.max_concurrent_pings,
-                                      name='vmha-guest-agent')
+        pool = concurrency.NativePool(
+            backend, agent.max_concurrent_pings + agent.max_suspect_pings,
+            name='vmha-guest-agent')
         return cls(driver, journal, reporter, selector, pool, backend,
                    defaults, discovery_timeout=agent.discovery_timeout,
                    action_budget=agent.action_budget,
                    action_window=agent.action_window,
                    action_min_uptime=agent.action_min_uptime,
-                   action_policy=action_policy)
+                   action_policy=action_policy,
+                   suspect_pings=agent.max_suspect_pings)
 
     # --- the monitor contract (``monitor.Monitor``) ------------------------
 
@@ -168,10 +192,11 @@ class GuestAgentMonitor(monitor.Monitor):
     def load(self):
         """Read the last run's states; the first step lists the domains."""
         self._saved = self._store.all()
-        self._next_refresh = self._clock()
+        self._next_refresh = self.first_listing_at()
 
     def wake_in(self):
-        if self._pool.busy >= self.max_in_flight:
+        if self._blocked or self._pool.busy >= self._pool.size:
+            # Room comes with a finished call or a ping turning slow.
             return monitor.BUSY_POLL
         now = self._clock()
         due = [self._next_refresh, now + HEARTBEAT,
@@ -197,6 +222,8 @@ class GuestAgentMonitor(monitor.Monitor):
         """Handle events, finished calls and what is due; write once."""
         now = self._clock()
         self.stamp_turnover()
+        if self.take_release():
+            self._next_refresh = min(self._next_refresh, now)
         while self._inbox:
             self._on_event(self._inbox.popleft(), now)
         self._finish(list(jobs) + self._pool.collect())
@@ -204,18 +231,26 @@ class GuestAgentMonitor(monitor.Monitor):
             self._refreshing = True
             self._submit(('list', None), self._driver.list_instances)
         blocked = []
+        young, slow = self._in_flight(now)
         for entry in self._schedule.pop_due(now):
             watched = self._watched.get(entry.uuid)
             if watched is None or not self._pingable(watched):
                 continue
             if entry.job is not None:
                 self._overdue(watched, entry.job, now)
-            elif self._pool.busy >= self.max_in_flight:
+            elif entry.when != watched.next_ping or watched.ping is not None:
+                continue  # planned again since, or its ping is still out
+            elif not self._room(self._suspect(watched), young, slow):
                 blocked.append(entry)
-            elif entry.when == watched.next_ping and watched.ping is None:
-                self._due(watched, now)
+            else:
+                suspect = self._due(watched, now)
+                if suspect and self.max_suspect:
+                    slow += 1
+                else:
+                    young += 1
         for entry in blocked:
             self._schedule.put_back(entry)
+        self._blocked = bool(blocked)
         self.writes.commit_due()
 
     def _finish(self, jobs):
@@ -234,10 +269,15 @@ class GuestAgentMonitor(monitor.Monitor):
 
     def _finish_one(self, job):
         kind, uuid = job.key
+        if kind == 'ping':
+            self._out.pop(job, None)
         if kind == 'list':
             self._refreshing = False
             self._next_refresh = self._clock() + self._refresh_interval
             self._reconcile(job)
+            return
+        if kind == self._describer.batch_kind:
+            self._finish(self._describer.finished(job))
             return
         watched = self._watched.get(uuid)
         if watched is not None:
@@ -262,7 +302,8 @@ class GuestAgentMonitor(monitor.Monitor):
                 not info.state_reason.startswith('SHUTDOWN')
             if watched is None:
                 if running or info.uuid in self._saved:
-                    watched = self._watch(info.uuid, info.name, now)
+                    watched = self._watch(info.uuid, info.name, now,
+                                          batch=True)
                 else:
                     continue
             if not running:
@@ -277,8 +318,9 @@ class GuestAgentMonitor(monitor.Monitor):
             if uuid not in seen:  # gone while vmha was down
                 self._saved.pop(uuid)
                 self.writes.add(lambda tx, u=uuid: self._store.forget(tx, u))
+        self._describer.pump()
 
-    def _watch(self, uuid, name, now):
+    def _watch(self, uuid, name, now, batch=False):
         watched = guest_tracker.Watched(uuid, name, self._defaults, now,
                                         self._wall())
         saved = self._saved.pop(uuid, None)
@@ -286,7 +328,11 @@ class GuestAgentMonitor(monitor.Monitor):
             watched.restore(saved)
             self._actions.remember(uuid, watched.actions)
         self._watched[uuid] = watched
-        self._describe(watched)
+        if batch:
+            watched.pingable = None
+            self._describer.add(uuid)
+        else:
+            self._describe(watched)
         return watched
 
     def _describe(self, watched):
@@ -329,6 +375,7 @@ class GuestAgentMonitor(monitor.Monitor):
             self.writes.add(lambda tx: self._store.forget(tx, watched.uuid))
 
     def _forget(self, uuid, why, keep_row=False):
+        self._describer.discard(uuid)
         watched = self._watched.pop(uuid, None)
         if watched is not None and why:
             LOG.debug('%s (%s): no longer pinged: %s', watched.name, uuid,
@@ -398,6 +445,36 @@ class GuestAgentMonitor(monitor.Monitor):
     def _pingable(self, watched):
         return watched.pingable and watched.state in gs.PINGED
 
+    @staticmethod
+    def _suspect(watched):
+        """Known to be failing: it missed a ping (or its last one
+        failed), or its failure episode is open."""
+        return watched.state in (gs.ERROR, gs.REPORTED) or \
+            watched.last_error is not None
+
+    def _in_flight(self, now):
+        """(healthy, suspect) pings in flight, by budget: a ping out
+        longer than SLOW_AFTER counts as a suspect's."""
+        young = slow = 0
+        for job, suspect in self._out.items():
+            if self.max_suspect and (suspect or
+                                     now - job.submitted >= SLOW_AFTER):
+                slow += 1
+            else:
+                young += 1
+        return young, slow
+
+    def _room(self, suspect, young, slow):
+        if suspect and self._pool.busy >= self._pool.size:
+            # Every native thread is taken: a suspect's ping would wait
+            # for one, and its deadline (``_overdue``) would count a
+            # ping never sent.  A healthy guest's may wait: late pings
+            # of healthy guests are never counted.
+            return False
+        if suspect and self.max_suspect:
+            return slow < self.max_suspect
+        return young < self.max_in_flight
+
     def _overdue(self, watched, job, now):
         if watched.ping is job and not watched.ping_counted and \
                 watched.state in (gs.ERROR, gs.REPORTED):
@@ -416,12 +493,15 @@ class GuestAgentMonitor(monitor.Monitor):
         watched.ping = self._submit(('ping', watched.uuid),
                                     self._driver.guest_agent_command,
                                     watched.uuid, PING, settings.timeout)
+        suspect = self._suspect(watched)
+        self._out[watched.ping] = suspect
         watched.ping_counted = False
         watched.last_ping_at = now
         self.pings_total += 1
         self._plan(watched, self._next_tick(now, settings.interval))
         self._plan(watched, now + settings.timeout + DEADLINE_GRACE,
                    watched.ping)
+        return suspect
 
     def _on_ping(self, watched, job):
         if watched.ping is job:

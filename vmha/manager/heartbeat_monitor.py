@@ -45,6 +45,7 @@ from vmha import backoff
 from vmha import concurrency
 from vmha import supervision
 from vmha.journal import batch
+from vmha.manager import batched
 from vmha.manager import decisions
 from vmha.manager import heartbeat_session as hsession
 from vmha.manager import heartbeat_store
@@ -180,7 +181,12 @@ class HeartbeatMonitor(monitor.Monitor):
         self._nonce = nonce
         self._guests = {}  # uuid -> tracker.Beating
         self._no_channel = set()  # running domains without the channel
-        self._describing = set()
+        # Channel paths read in batches, one job at a time (thousands of
+        # domains at start-up).
+        self._paths = batched.Batcher(
+            lambda key, function, *args: self._pool.submit(
+                key, function, *args),
+            'path', driver.channel_paths, self._settings.channel_name)
         self.writes = batch.WriteBatch(journal, self.log_name, WRITE_WINDOW,
                                        clock)
         self._schedule = schedule_lib.Schedule(origin=clock())
@@ -219,14 +225,13 @@ class HeartbeatMonitor(monitor.Monitor):
     def load(self):
         """The last run's rows: ``vmha-status`` shows them at once; the
         first step lists the domains and connects."""
-        now = self._clock()
         for uuid, row in self._store.all().items():
             guest = tracker.Beating(uuid, row.name, self._wall())
             guest.restore(row)
             guest.has_channel = True
             self._actions.remember(uuid, guest.actions)
             self._guests[uuid] = guest
-        self._next_refresh = now
+        self._next_refresh = self.first_listing_at()
 
     @property
     def hub(self):
@@ -253,6 +258,8 @@ class HeartbeatMonitor(monitor.Monitor):
     def step(self, jobs=()):
         now = self._clock()
         self.stamp_turnover()
+        if self.take_release():
+            self._next_refresh = min(self._next_refresh, now)
         while self._inbox:
             self._on_item(self._inbox.popleft(), now)
         for job in list(jobs) + self._pool.collect():
@@ -371,8 +378,10 @@ class HeartbeatMonitor(monitor.Monitor):
             self._next_refresh = self._clock() + REFRESH_INTERVAL
             self._reconcile(job)
             return
-        if kind == 'path':
-            self._describing.discard(uuid)
+        if kind == self._paths.batch_kind:
+            for one in self._paths.finished(job):
+                self._guarded(one.key[1], self._finish_one, one)
+            return
         guest = self._guests.get(uuid)
         if guest is not None:
             self._on_finished[kind](guest, job)
@@ -402,21 +411,22 @@ class HeartbeatMonitor(monitor.Monitor):
                             info.state_reason)
             if guest.key is None and guest.cut_off_until is None and \
                     guest.reconnect_at is None:
-                self._discover(guest)
+                self._discover(guest, pump=False)
+        self._paths.pump()
 
     def _track(self, uuid, name):
         guest = tracker.Beating(uuid, name, self._wall())
         self._guests[uuid] = guest
         return guest
 
-    def _discover(self, guest):
-        """Read the channel's socket path from the live XML (on the pool:
-        the path may change with every start)."""
-        if guest.uuid in self._describing:
+    def _discover(self, guest, pump=True):
+        """Read the channel's socket path from the live XML (on the pool,
+        in a batch: the path may change with every start)."""
+        if guest.uuid in self._paths:
             return
-        self._describing.add(guest.uuid)
-        self._pool.submit(('path', guest.uuid), self._driver.channel_path,
-                          guest.uuid, self._settings.channel_name)
+        self._paths.add(guest.uuid)
+        if pump:
+            self._paths.pump()
 
     def _on_path(self, guest, job):
         if isinstance(job.error, exception.DomainNotFound):

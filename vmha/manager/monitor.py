@@ -54,6 +54,9 @@ from vmha import supervision
 
 LOG = logging.getLogger(__name__)
 
+# A monitor held back at start-up (``hold_first_listing``) lists the host
+# after the agent's first audit, or after this many seconds at the latest.
+FIRST_LISTING_BOUND = 10.0
 BUSY_POLL = 0.05  # seconds: a full pool's next finished call comes soon
 
 
@@ -80,6 +83,27 @@ class Monitor(supervision.SupervisedLoop, metaclass=abc.ABCMeta):
         self._task = None
         self.writes = None
         self.init_turnover(clock)
+        # True (set before start): the first listing of the host's
+        # domains waits for ``release_listing`` (the agent calls it once
+        # its start-up audit ran: on a host of thousands of domains that
+        # audit goes first) or FIRST_LISTING_BOUND seconds.
+        self.hold_first_listing = False
+        self._listing_released = False
+
+    def first_listing_at(self):
+        """When ``load`` plans the first listing (monotonic)."""
+        return self._clock() + (FIRST_LISTING_BOUND
+                                if self.hold_first_listing else 0.0)
+
+    def release_listing(self):
+        """List the host's domains now (any thread)."""
+        self._listing_released = True
+        self._pool.wake()
+
+    def take_release(self):
+        """True once after ``release_listing`` (the loop's side)."""
+        released, self._listing_released = self._listing_released, False
+        return released
 
     # --- the listener (dispatcher side: append and wake, nothing else) -----
 

@@ -10,6 +10,8 @@ import abc
 import collections
 import logging
 
+from vmha.virt import exception
+
 LOG = logging.getLogger(__name__)
 
 InstanceInfo = collections.namedtuple(
@@ -102,6 +104,20 @@ class VirtDriver(metaclass=abc.ABCMeta):
         """The domain's metadata element in ``namespace_uri`` as XML
         text, or None.  Raises DomainNotFound."""
 
+    def daemon_limits(self):
+        """(where, limits) of the hypervisor daemon's call limits
+        (``max_workers``, ``max_client_requests``), limits None when
+        unreadable; None when the driver has no such daemon."""
+        return None
+
+    def get_metadata_batch(self, uuids, namespace_uri):
+        """``get_instance_metadata`` of many domains in one call (one
+        blocking job for the caller, not one per domain): a dict of each
+        uuid to its XML text, None, or the ``VirtError`` its read raised
+        (DomainNotFound, HypervisorError); drivers read them as cheaply
+        as they can."""
+        return _each(self.get_instance_metadata, uuids, namespace_uri)
+
     @abc.abstractmethod
     def set_instance_metadata(self, uuid, namespace_uri, key, xml):
         """Replace the domain's metadata element in ``namespace_uri``
@@ -124,6 +140,17 @@ class VirtDriver(metaclass=abc.ABCMeta):
         a ``GuestXML(agent_channel, metadata)`` with the metadata element
         in ``namespace_uri``.  Raises DomainNotFound; ValueError for an
         XML that does not parse."""
+
+    def describe_guests(self, uuids, namespace_uri):
+        """``describe_guest`` of many domains in one call: a dict of each
+        uuid to its ``GuestXML`` or the error it raised
+        (DomainNotFound, HypervisorError, ValueError)."""
+        return _each(self.describe_guest, uuids, namespace_uri)
+
+    def channel_paths(self, uuids, name):
+        """``channel_path`` of many domains in one call: a dict of each
+        uuid to its path (or None) or the error it raised."""
+        return _each(self.channel_path, uuids, name)
 
     @abc.abstractmethod
     def channel_path(self, uuid, name):
@@ -223,3 +250,14 @@ class VirtDriver(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def connection_stats(self):
         """A ``ConnectionStats``; never blocks."""
+
+
+def _each(function, uuids, *args):
+    """{uuid: function(uuid, *args) or the error it raised}."""
+    found = {}
+    for uuid in uuids:
+        try:
+            found[uuid] = function(uuid, *args)
+        except (exception.HypervisorError, ValueError) as error:
+            found[uuid] = error
+    return found

@@ -9,6 +9,7 @@ from vmha.virt import driver
 from vmha.virt import exception
 from vmha.virt import power_state
 from vmha.virt.libvirt import api as libvirt_api
+from vmha.virt.libvirt import daemon_conf
 from vmha.virt.libvirt import event_handler
 from vmha.virt.libvirt import guest
 from vmha.virt.libvirt import host as libvirt_host
@@ -100,9 +101,18 @@ class LibvirtDriver(driver.VirtDriver):
                    keepalive_count=conf.libvirt.keepalive_count,
                    reconnect_min=conf.libvirt.reconnect_min_interval,
                    reconnect_max=conf.libvirt.reconnect_max_interval,
-                   agent_calls=conf.guest_agent.max_concurrent_pings,
+                   agent_calls=conf.guest_agent.max_concurrent_pings
+                   + conf.guest_agent.max_suspect_pings,
                    max_client_requests=conf.guest_agent.max_client_requests,
                    api=api)
+
+    def daemon_limits(self):
+        """(path, {'max_workers', 'max_client_requests'}) of the local
+        libvirt daemon's configuration, (path, None) when unreadable, or
+        None when ``uri`` is not the local QEMU driver."""
+        if not self._uri.startswith('qemu:///'):
+            return None
+        return daemon_conf.read_limits()
 
     def init_host(self):
         self.host.initialize()
@@ -140,6 +150,16 @@ class LibvirtDriver(driver.VirtDriver):
     def get_instance_metadata(self, uuid, namespace_uri):
         return self.host.get_connection().lookup(uuid).metadata(
             namespace_uri)
+
+    def get_metadata_batch(self, uuids, namespace_uri):
+        connection = self.host.get_connection()
+        found = {}
+        for uuid in uuids:
+            try:
+                found[uuid] = connection.lookup(uuid).metadata(namespace_uri)
+            except exception.HypervisorError as error:
+                found[uuid] = error
+        return found
 
     def set_instance_metadata(self, uuid, namespace_uri, key, xml):
         self.host.get_connection().lookup(uuid).set_metadata(
