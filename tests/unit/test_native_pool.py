@@ -16,16 +16,7 @@ def _open_fds():
     return len(os.listdir('/proc/self/fd'))
 
 
-def _eventually(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def test_closed_pools_give_their_descriptors_back():
+def test_closed_pools_give_their_descriptors_back(wait_for):
     # An agent restarted in one process (the tests, an embedding) made a
     # pool each time; every one used to keep its wake-up pipe open.
     backend = concurrency.get(BACKEND)
@@ -41,11 +32,12 @@ def test_closed_pools_give_their_descriptors_back():
         while len(finished) < 4:
             finished += pool.wait(1.0)
         pool.close()
-    assert _eventually(lambda: _open_fds() <= before), (
-        '%d descriptors left open' % (_open_fds() - before))
+    wait_for(lambda: _open_fds() <= before, timeout=10,
+             what='the closed pools\' descriptors closed')
 
 
-def test_a_call_running_at_close_finishes_without_touching_its_pipe():
+def test_a_call_running_at_close_finishes_without_touching_its_pipe(
+        wait_for):
     backend = concurrency.get(BACKEND)
     pool = concurrency.NativePool(backend, 2)
     release = threading.Event()
@@ -58,8 +50,9 @@ def test_a_call_running_at_close_finishes_without_touching_its_pipe():
     other_read, other_write = os.pipe()
     try:
         release.set()
-        assert _eventually(lambda: job.done)
-        assert _eventually(lambda: pool._pipe.read_fd == -1)
+        wait_for(lambda: job.done, timeout=10, what='the call done')
+        wait_for(lambda: pool._pipe.read_fd == -1, timeout=10,
+                 what='the pipe closed by the last thread')
         os.set_blocking(other_read, False)
         try:
             stray = os.read(other_read, 16)

@@ -184,9 +184,8 @@ class HeartbeatMonitor(monitor.Monitor):
         # Channel paths read in batches, one job at a time (thousands of
         # domains at start-up).
         self._paths = batched.Batcher(
-            lambda key, function, *args: self._pool.submit(
-                key, function, *args),
-            'path', driver.channel_paths, self._settings.channel_name)
+            self._pool.submit, 'path', driver.channel_paths,
+            self._settings.channel_name)
         self.writes = batch.WriteBatch(journal, self.log_name, WRITE_WINDOW,
                                        clock)
         self._schedule = schedule_lib.Schedule(origin=clock())
